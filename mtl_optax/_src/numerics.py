@@ -1,0 +1,44 @@
+"""Guarded arithmetic shared by every method.
+
+Divisions by a norm or a loss use the double-``where`` pattern: the unsafe
+denominator is replaced *before* the division, so neither the value nor its
+derivative is NaN where the guard is active.
+"""
+
+import jax
+import jax.numpy as jnp
+
+
+def safe_div(numerator: jax.Array, denominator: jax.Array,
+             fallback: float | jax.Array = 0.0) -> jax.Array:
+  """``numerator / denominator``, or ``fallback`` where the denominator is 0."""
+  is_zero = denominator == 0
+  safe_denominator = jnp.where(is_zero, 1.0, denominator)
+  return jnp.where(is_zero, fallback, numerator / safe_denominator)
+
+
+def safe_sqrt(x: jax.Array) -> jax.Array:
+  """``sqrt(max(x, 0))`` with a zero (not infinite) derivative at 0."""
+  positive = x > 0
+  return jnp.where(positive, jnp.sqrt(jnp.where(positive, x, 1.0)), 0.0)
+
+
+def floor_losses(task_losses: jax.Array, floor: float | jax.Array) -> jax.Array:
+  """Losses clipped from below at ``floor`` > 0, so a log or a division is safe.
+
+  A zero or negative loss has no logarithm; log-based methods treat it as
+  ``floor`` instead, which keeps every weight finite.
+  """
+  return jnp.maximum(task_losses.astype(jnp.float32), floor)
+
+
+def all_finite(*arrays: jax.Array) -> jax.Array:
+  """True when every entry of every array is finite."""
+  checks = [jnp.all(jnp.isfinite(a)) for a in arrays if a is not None]
+  return jnp.all(jnp.stack(checks)) if checks else jnp.asarray(True)
+
+
+def where_finite(finite: jax.Array, new_tree, old_tree):
+  """``new_tree`` if ``finite`` else ``old_tree``, leaf by leaf (a state guard)."""
+  return jax.tree.map(lambda new, old: jnp.where(finite, new, old),
+                      new_tree, old_tree)
