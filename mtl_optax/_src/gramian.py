@@ -62,7 +62,9 @@ def gramian(task_grads: Any) -> tuple[jax.Array, jax.Array]:
 
   def rescaled(_):
     biggest = _max_abs(task_grads)
-    scale = jnp.exp2(jnp.round(jnp.log2(biggest)))
+    # frexp/ldexp give an exact power of two (exp2 is approximate on CPU).
+    mantissa, exponent = jnp.frexp(biggest)
+    scale = jnp.ldexp(one, exponent - (mantissa < 0.7071).astype(exponent.dtype))
     scale = jnp.where(biggest == 0, one, scale)  # All-zero gradients.
     return _raw_gramian(task_grads, 1.0 / scale), scale
 
