@@ -6,16 +6,20 @@ A new method joins the suite with one ``Method(...)`` line in ``METHODS``.
 the same): ``'non_conflicting'`` (``g_t · d >= 0`` for every task),
 ``'permutation_invariant'`` (permuting the tasks permutes the weights and
 leaves the update unchanged) and ``'scale_linear'`` (scaling every gradient
-by ``c > 0`` scales the update by ``c``).
+by ``c > 0`` scales the update by ``c``); ``'min_norm'`` marks methods whose
+weights are the min-norm point of the convex hull (the suite checks KKT).
 """
 
 from typing import Any, Callable, NamedTuple
+
+import numpy as np
 
 import mtl_optax as mtl
 
 NON_CONFLICTING = 'non_conflicting'
 PERMUTATION_INVARIANT = 'permutation_invariant'
 SCALE_LINEAR = 'scale_linear'
+MIN_NORM = 'min_norm'  # the weights solve min_{w in simplex} wᵀGw (KKT checked)
 
 
 class Method(NamedTuple):
@@ -34,11 +38,15 @@ def _props(*names):
   return frozenset(names)
 
 
+def _fixed_weighting(num_tasks, *, task_specific=None):
+  return mtl.fixed_weighting(num_tasks, np.arange(1.0, num_tasks + 1),
+                             task_specific=task_specific)
+
+
 METHODS = [
     Method('equal_weighting', mtl.equal_weighting, {'reduction': 'mean'},
            False, _props(PERMUTATION_INVARIANT, SCALE_LINEAR)),
-    Method('fixed_weighting', lambda t, **kw: mtl.fixed_weighting(
-        t, [1.0 + i for i in range(t)], **kw), {}, False,
+    Method('fixed_weighting', _fixed_weighting, {}, False,
            _props(SCALE_LINEAR)),
     Method('logse', mtl.logse, {'floor': 1e-8}, True,
            _props(PERMUTATION_INVARIANT, SCALE_LINEAR)),
@@ -51,5 +59,19 @@ METHODS = [
     Method('uncertainty_weighting.bentaieb', mtl.uncertainty_weighting,
            {'form': 'bentaieb', 'learning_rate': 1e-2}, True,
            _props(PERMUTATION_INVARIANT, SCALE_LINEAR)),
+    Method('max_norm_weighting', mtl.max_norm_weighting, {'eps': 1e-8},
+           False, _props(PERMUTATION_INVARIANT, SCALE_LINEAR)),  # Up to ε.
+    Method('db_mtl', mtl.db_mtl,
+           {'beta': 0.9, 'beta_sigma': 0.5, 'eps': 1e-8}, True,
+           _props(PERMUTATION_INVARIANT, SCALE_LINEAR)),  # Up to ε.
+    Method('dwa', mtl.dwa, {'temperature': 2.0, 'period': 1}, True,
+           _props(PERMUTATION_INVARIANT, SCALE_LINEAR)),
+    Method('rlw', mtl.rlw, {'key': 0}, False, _props(SCALE_LINEAR)),
+    Method('gls', mtl.gls, {'floor': 1e-8}, True,
+           _props(PERMUTATION_INVARIANT, SCALE_LINEAR)),
+    Method('famo', mtl.famo, {'learning_rate': 0.025, 'weight_decay': 1e-3},
+           True, _props(PERMUTATION_INVARIANT, SCALE_LINEAR)),
+    Method('gradnorm', mtl.gradnorm, {'alpha': 1.5, 'learning_rate': 0.025},
+           True, _props(PERMUTATION_INVARIANT, SCALE_LINEAR)),
     # New methods above this line, one Method(...) each.
 ]
