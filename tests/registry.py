@@ -73,5 +73,16 @@ METHODS = [
            True, _props(PERMUTATION_INVARIANT, SCALE_LINEAR)),
     Method('gradnorm', mtl.gradnorm, {'alpha': 1.5, 'learning_rate': 0.025},
            True, _props(PERMUTATION_INVARIANT, SCALE_LINEAR)),
+    Method('cagrad', mtl.cagrad, {'c': 0.5}, False,
+           _props(PERMUTATION_INVARIANT, SCALE_LINEAR)),
+    Method('fairgrad', mtl.fairgrad, {'alpha': 1.0}, False,
+           _props(NON_CONFLICTING, PERMUTATION_INVARIANT)),
+    # max_norm=0: the cap is Nash-MTL's one step that is not scale-linear.
+    Method('nash_mtl', mtl.nash_mtl, {'max_norm': 0.0}, False,
+           _props(NON_CONFLICTING, PERMUTATION_INVARIANT, SCALE_LINEAR)),
+    Method('gradvac', mtl.gradvac, {'beta': 0.01}, False,
+           _props(SCALE_LINEAR)),
+    Method('graddrop', mtl.graddrop, {'leak': 0.0}, False,
+           _props(PERMUTATION_INVARIANT, SCALE_LINEAR)),
     # New methods above this line, one Method(...) each.
 ]

@@ -19,21 +19,108 @@ _PRECISION = lax.Precision.HIGHEST
 _SMALLEST_SAFE_DIAGONAL = 1e-30
 
 
-def _as_matrix(leaf: jax.Array) -> jax.Array:
-  return leaf.reshape(leaf.shape[0], -1)
+# Leaves are contracted over their own parameter axes, never reshaped to
+# T x P first: merging a sharded axis with a minor one is not a block
+# sharding, so XLA all-gathers the whole T x P leaf to do it (seen in the
+# compiled HLO of an FSDP step; tests/test_sharding.py guards it).
 
 
-def _raw_gramian(task_grads: Any, inverse_scale: jax.Array) -> jax.Array:
-  """Sum over leaves of ``(s⁻¹ J_leaf)(s⁻¹ J_leaf)ᵀ``, accumulated in float32."""
+def _parameter_axes(leaf: jax.Array) -> tuple[int, ...]:
+  return tuple(range(1, leaf.ndim))
+
+
+def _replicated(array: jax.Array) -> jax.sharding.NamedSharding:
+  """A replicated sharding on the mesh ``array`` lives on (if any).
+
+  On a mesh with Explicit axes (``jax.make_mesh``'s default) a contraction
+  over sharded axes must name its output's sharding: the T x T Gramian is
+  replicated, i.e. an all-reduce of per-device partial sums. Without a mesh,
+  or on Auto axes, this constrains nothing.
+  """
+  mesh = jax.typeof(array).sharding.mesh
+  return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+
+
+# On CPU, XLA's one dot over a long contraction runs far below memory
+# bandwidth (measured on [8, 2^20] float32: 17.6 ms, against 2.9 ms when the
+# same product is accumulated over column blocks that stay in cache; 73 ms
+# against 23 ms on [32, 2^20]). So a large leaf is summed block by block in a
+# loop. Blocks are sliced out of the flattened leaf, which is only free when
+# the leaf is not sharded: on a mesh the one contraction is kept, which XLA
+# partitions into an all-reduce of T x T partial sums.
+_BLOCK_BYTES = 2**19  # T rows of a block fit in a core's L2 cache.
+_BLOCK_RANGE = (512, 16384)  # Columns per block, whatever T.
+_MIN_BLOCKS = 4  # Fewer blocks than this: one dot is as fast.
+
+
+def _block_width(leaf: jax.Array) -> int | None:
+  """Columns per block for the Gramian of ``leaf``, or None for one dot."""
+  if (jax.default_backend() != 'cpu'
+      or not jax.typeof(leaf).sharding.mesh.empty):
+    return None
+  num_tasks = leaf.shape[0]
+  target = _BLOCK_BYTES // (num_tasks * leaf.dtype.itemsize)
+  width = 1 << max(target, 1).bit_length() - 1  # A power of two <= target.
+  width = min(max(width, _BLOCK_RANGE[0]), _BLOCK_RANGE[1])
+  return width if leaf[0].size >= _MIN_BLOCKS * width else None
+
+
+def _dot_rows(matrix: jax.Array) -> jax.Array:
+  """``matrix @ matrixᵀ`` for a ``[T, n]`` block, accumulated in float32."""
+  return lax.dot_general(
+      matrix, matrix, (((1,), (1,)), ((), ())),
+      precision=_PRECISION, preferred_element_type=jnp.float32)
+
+
+def _blocked_leaf_gramian(leaf: jax.Array, width: int,
+                          inverse_scale: jax.Array | None) -> jax.Array:
+  """``J Jᵀ`` of an unsharded leaf, summed over ``width``-column blocks.
+
+  A rescaling multiplies one block at a time, so no scaled copy of the leaf
+  is ever held in memory.
+  """
+  matrix = leaf.reshape(leaf.shape[0], -1)
+  num_blocks = matrix.shape[1] // width
+
+  def block_gram(columns):
+    if inverse_scale is not None:
+      columns = columns * inverse_scale.astype(columns.dtype)
+    return _dot_rows(columns)
+
+  def accumulate(gram, block):
+    columns = lax.dynamic_slice_in_dim(matrix, block * width, width, axis=1)
+    return gram + block_gram(columns), None
+
+  zeros = jnp.zeros((leaf.shape[0],) * 2, jnp.float32)
+  gram, _ = lax.scan(accumulate, zeros, jnp.arange(num_blocks))
+  tail = matrix[:, num_blocks * width:]  # Fewer than `width` columns.
+  return gram + block_gram(tail) if tail.shape[1] else gram
+
+
+def _leaf_gramian(leaf: jax.Array,
+                  inverse_scale: jax.Array | None = None) -> jax.Array:
+  width = _block_width(leaf)
+  if width is not None:
+    return _blocked_leaf_gramian(leaf, width, inverse_scale)
+  if inverse_scale is not None:
+    leaf = leaf * inverse_scale.astype(leaf.dtype)
+  axes = _parameter_axes(leaf)
+  return lax.dot_general(
+      leaf, leaf, ((axes, axes), ((), ())),
+      precision=_PRECISION, preferred_element_type=jnp.float32,
+      out_sharding=_replicated(leaf))
+
+
+def _raw_gramian(task_grads: Any,
+                 inverse_scale: jax.Array | None = None) -> jax.Array:
+  """Sum over leaves of ``(s⁻¹ J_leaf)(s⁻¹ J_leaf)ᵀ``, accumulated in float32.
+
+  ``inverse_scale`` None means ``s = 1`` and costs no multiplication.
+  """
   leaves = jax.tree.leaves(task_grads)
-  num_tasks = leaves[0].shape[0]
-  gram = jnp.zeros((num_tasks, num_tasks), jnp.float32)
-  for leaf in leaves:
-    matrix = _as_matrix(leaf)
-    matrix = matrix * inverse_scale.astype(matrix.dtype)
-    gram += lax.dot_general(
-        matrix, matrix, (((1,), (1,)), ((), ())),
-        precision=_PRECISION, preferred_element_type=jnp.float32)
+  gram = _leaf_gramian(leaves[0], inverse_scale)
+  for leaf in leaves[1:]:
+    gram += _leaf_gramian(leaf, inverse_scale)
   return gram
 
 
@@ -56,7 +143,7 @@ def gramian(task_grads: Any) -> tuple[jax.Array, jax.Array]:
     ``scale``.
   """
   one = jnp.ones((), jnp.float32)
-  gram = _raw_gramian(task_grads, one)
+  gram = _raw_gramian(task_grads)
   largest = jnp.max(jnp.diagonal(gram))
   in_range = jnp.isfinite(largest) & (largest > _SMALLEST_SAFE_DIAGONAL)
 
@@ -81,8 +168,8 @@ def weighted_sum(weights: jax.Array, task_grads: Any) -> Any:
 
   def combine(leaf):
     total = lax.dot_general(
-        weights, _as_matrix(leaf), (((0,), (0,)), ((), ())),
+        weights, leaf, (((0,), (0,)), ((), ())),
         precision=_PRECISION, preferred_element_type=jnp.float32)
-    return total.reshape(leaf.shape[1:]).astype(leaf.dtype)
+    return total.astype(leaf.dtype)
 
   return jax.tree.map(combine, task_grads)

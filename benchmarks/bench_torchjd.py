@@ -1,0 +1,160 @@
+"""The same aggregations through TorchJD, on the same Jacobians.
+
+TorchJD (SimplexLab/TorchJD) aggregates a Jacobian matrix ``J`` ``[T, P]``
+into one update vector; for its Gramian-based aggregators it computes
+``J Jᵀ`` with torch's CPU matmul, solves for the weights in Python, and
+combines. Each of its aggregators that has a counterpart here (found by name
+among the methods of ``tests/registry.py``) is timed on the same float32
+matrix as our jitted update; the ratio is ours / theirs (< 1: we are faster).
+
+Needs the optional ``bench`` extra (``pip install -e '.[bench]'``: CPU torch
+and torchjd). Without it the table says so and holds no rows.
+"""
+
+import os
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import bench_balancers
+import bench_core
+import common
+
+# TorchJD aggregator -> (candidate method names in tests/registry.py,
+# keyword arguments matching our registry's hyper-parameters).
+COUNTERPARTS = {
+    'Mean': (('equal_weighting',), {}),
+    'Sum': ((), {}),
+    'MGDA': (('mgda',), {}),
+    'UPGrad': (('upgrad',), {}),
+    'DualProj': (('dualproj', 'dual_proj'), {}),
+    'PCGrad': (('pcgrad',), {}),
+    'IMTLG': (('imtl_g', 'imtlg', 'imtl'), {}),
+    'AlignedMTL': (('aligned_mtl',), {}),
+    'CAGrad': (('cagrad',), {'c': 'c'}),
+    'ConFIG': (('config',), {}),
+    'NashMTL': (('nash_mtl',), {}),
+    'FairGrad': (('fairgrad',), {'alpha': 'alpha'}),
+    'GradDrop': (('graddrop',), {}),
+    'GradVac': (('gradvac',), {'beta': 'beta'}),
+    'Random': (('rlw',), {}),
+}
+DEFAULTS = {'CAGrad': {'c': 0.5}, 'FairGrad': {'alpha': 1.0},
+            'NashMTL': {}}
+
+
+def _torch():
+  try:
+    import torch  # pylint: disable=g-import-not-at-top
+    import torchjd.aggregation  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    return None, None
+  return torch, torchjd.aggregation
+
+
+def _find(methods, candidates):
+  by_name = {method.name: method for method in methods}
+  for candidate in candidates:
+    if candidate in by_name:
+      return by_name[candidate]
+    for method in methods:
+      if method.name.split('.')[0] == candidate:
+        return method
+  return None
+
+
+def _torch_aggregator(aggregation, name, method, num_tasks):
+  """TorchJD's aggregator ``name`` with our method's hyper-parameters."""
+  cls = getattr(aggregation, name)
+  kwargs = dict(DEFAULTS.get(name, {}))
+  for theirs, ours in COUNTERPARTS[name][1].items():
+    if method is not None and ours in method.kwargs:
+      kwargs[theirs] = float(method.kwargs[ours])
+  if name == 'NashMTL':
+    kwargs['n_tasks'] = num_tasks
+  return cls(**kwargs)
+
+
+def _torch_ms(torch, fn, repeats):
+  with torch.no_grad():
+    fn()
+    times = []
+    for _ in range(repeats):
+      start = time.perf_counter()
+      fn()
+      times.append(time.perf_counter() - start)
+  return 1e3 * statistics.median(times)
+
+
+def shapes(quick: bool) -> list[tuple[int, int]]:
+  return [(8, 10**5)] if quick else [(2, 10**6), (8, 10**6), (32, 10**6),
+                                     (8, 2**20), (32, 2**20)]
+
+
+def run(quick: bool = False) -> list[dict]:
+  torch, aggregation = _torch()
+  columns = ['method (TorchJD / ours)']
+  shape_list = shapes(quick)
+  columns += [f'T={t} P={p:.3g}' for t, p in shape_list]
+  title = ('Our jitted update / TorchJD aggregator on the same Jacobian '
+           '(time ratio, < 1: ours faster)')
+  if torch is None:
+    return [{'title': title, 'columns': columns, 'rows': [],
+             'notes': 'Skipped: torch or torchjd is not installed (install the '
+                      "optional extra: pip install -e '.[bench]')."}]
+  torch.set_num_threads(os.cpu_count())
+  methods = bench_balancers.methods()
+  pairs = [(name, _find(methods, candidates))
+           for name, (candidates, _) in COUNTERPARTS.items()
+           if hasattr(aggregation, name)]
+  pairs = [(name, method) for name, method in pairs if method is not None]
+  repeats = 3 if quick else 5
+  ratios = {name: [] for name, _ in pairs}
+  detail = {name: [] for name, _ in pairs}
+  kernel_row = ['J Jᵀ kernel: ours blocked / torch matmul']
+  for num_tasks, size in shape_list:
+    task_grads = bench_core.stacked_gradients(num_tasks, size)
+    matrix = torch.from_numpy(np.asarray(task_grads))
+    params = jnp.zeros((size,), jnp.float32)
+    task_losses = jnp.linspace(0.5, 2.0, num_tasks, dtype=jnp.float32)
+    ours_gram = common.median_ms(
+        lambda: bench_core.KERNELS['blocked_gram'](task_grads), repeats)
+    theirs_gram = _torch_ms(torch, lambda: matrix @ matrix.T, repeats)
+    kernel_row.append(ours_gram / theirs_gram)
+    for name, method in pairs:
+      try:
+        compiled, args, _, _ = bench_balancers.compiled_update(
+            method, num_tasks, task_grads, params, task_losses)
+        ours = common.median_ms(lambda: compiled(*args), repeats)
+      except Exception as error:  # pylint: disable=broad-except
+        ratios[name].append(f'ours failed: {type(error).__name__}')
+        continue
+      try:
+        aggregator = _torch_aggregator(aggregation, name, method, num_tasks)
+        theirs = _torch_ms(torch, lambda: aggregator(matrix), repeats)
+      except Exception as error:  # pylint: disable=broad-except
+        ratios[name].append(f'TorchJD failed: {type(error).__name__}')
+        continue
+      ratios[name].append(ours / theirs)
+      detail[name].append((num_tasks, size, ours, theirs))
+    del task_grads, matrix
+  rows = [kernel_row] + [[f'{name} / {method.name}'] + ratios[name]
+                         for name, method in pairs]
+  missing = sorted(name for name in COUNTERPARTS
+                   if hasattr(aggregation, name)
+                   and name not in dict(pairs))
+  times = '; '.join(
+      f'{name}: ' + ', '.join(f'T={t} {ours:.1f}/{theirs:.1f} ms'
+                              for t, _, ours, theirs in entries)
+      for name, entries in detail.items() if entries)
+  notes = ('Median wall times, ours = one jitted update (Gramian, weighting, '
+           'weighted sum, state), theirs = one call of the aggregator on a '
+           f'torch tensor sharing the data, torch threads = {os.cpu_count()}. '
+           f'Milliseconds (ours/theirs): {times}.')
+  if missing:
+    notes += (' TorchJD aggregators without a counterpart here yet: '
+              + ', '.join(missing) + '.')
+  return [{'title': title, 'columns': columns, 'rows': rows, 'notes': notes}]

@@ -1,0 +1,97 @@
+"""Timing and machine description shared by the ``bench_*.py`` modules.
+
+Timings follow the benchmarks convention: a warm-up call (which compiles),
+then the median of several repeats, each ended by ``jax.block_until_ready``.
+Functions compared in one table are timed *interleaved* (one call of each per
+round) so that a change in the load of a shared machine hits every column of a
+ratio alike.
+"""
+
+import os
+import platform
+import statistics
+import time
+from importlib import metadata
+from typing import Any, Callable
+
+import jax
+
+MB = 2.0**20
+
+
+def _seconds(fn: Callable[[], Any]) -> float:
+  start = time.perf_counter()
+  jax.block_until_ready(fn())
+  return time.perf_counter() - start
+
+
+def median_ms(fn: Callable[[], Any], repeats: int = 5) -> float:
+  """Median wall time of ``fn()`` in milliseconds, after one warm-up call."""
+  jax.block_until_ready(fn())
+  return 1e3 * statistics.median(_seconds(fn) for _ in range(repeats))
+
+
+def interleaved_ms(fns: dict[str, Callable[[], Any]],
+                   repeats: int = 5) -> dict[str, float]:
+  """Median milliseconds of each of ``fns``, timed one call each per round."""
+  for fn in fns.values():
+    jax.block_until_ready(fn())
+  samples = {name: [] for name in fns}
+  for _ in range(repeats):
+    for name, fn in fns.items():
+      samples[name].append(_seconds(fn))
+  return {name: 1e3 * statistics.median(times)
+          for name, times in samples.items()}
+
+
+def cpu_model() -> str:
+  try:
+    with open('/proc/cpuinfo') as cpuinfo:
+      for line in cpuinfo:
+        if line.startswith('model name'):
+          return line.split(':', 1)[1].strip()
+  except OSError:
+    pass
+  return platform.processor() or platform.machine()
+
+
+def _version(package: str) -> str | None:
+  try:
+    return metadata.version(package)
+  except metadata.PackageNotFoundError:
+    return None
+
+
+def versions() -> dict[str, str]:
+  """Versions of the packages a result depends on (installed ones only)."""
+  found = {'python': platform.python_version()}
+  for package in ('jax', 'jaxlib', 'optax', 'numpy', 'flax', 'torch',
+                  'torchjd', 'mtl_optax'):
+    version = _version(package)
+    if version is not None:
+      found[package] = version
+  return found
+
+
+def machine() -> dict[str, Any]:
+  devices = jax.devices()
+  return {
+      'cpu': cpu_model(),
+      'cores': os.cpu_count(),
+      'backend': jax.default_backend(),
+      'devices': f'{len(devices)} x {devices[0].device_kind}',
+      'load_average': [round(x, 2) for x in os.getloadavg()],
+  }
+
+
+def machine_line(info: dict[str, Any] | None = None,
+                 package_versions: dict[str, str] | None = None) -> str:
+  """One line naming the machine and the versions, for under every table."""
+  info = info or machine()
+  package_versions = package_versions or versions()
+  packages = ', '.join(f'{name} {version}'
+                       for name, version in package_versions.items())
+  load = ' / '.join(f'{x:g}' for x in info['load_average'])
+  return (f"Machine: {info['cpu']}, {info['cores']} cores, backend "
+          f"{info['backend']} ({info['devices']}), load average {load} at "
+          f"start. Versions: {packages}.")

@@ -1,0 +1,147 @@
+"""MGDA-UB on scikit-learn's 8×8 digits with a Flax NNX model.
+
+  pip install -e ".[examples]" && python examples/mgda_ub.py
+
+A shared MLP encoder and one linear head per task, three tasks of different
+kinds read from the same image:
+
+* ``digit``: which digit, 0..9 (cross-entropy);
+* ``parity``: even or odd (cross-entropy);
+* ``ink``: how much ink the image holds, the mean pixel in 0..16 (MSE on
+  the raw scale, so its loss starts far above the others).
+
+Each step balances the tasks MGDA-UB style (Sener and Koltun 2018, section
+3.3): the min-norm weights come from the gradients of the task losses with
+respect to the encoder's output ``z``, then the weighted loss goes back
+through the encoder once. ``mtl.representation_balanced_grads`` does both;
+any balancer (``mtl.central_direction(T)``, ``mtl.task_tensioner(T)``, …)
+can replace ``mtl.mgda(T)``. Runs in well under a minute on a CPU.
+"""
+
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+from sklearn import datasets
+from sklearn import model_selection
+
+import mtl_optax as mtl
+
+TASKS = ('digit', 'parity', 'ink')
+NUM_TASKS = len(TASKS)
+NUM_STEPS = 400
+BATCH_SIZE = 128
+LOG_EVERY = 50
+
+
+class Encoder(nnx.Module):
+
+  def __init__(self, rngs: nnx.Rngs):
+    self.hidden = nnx.Linear(64, 128, rngs=rngs)
+    self.out = nnx.Linear(128, 64, rngs=rngs)
+
+  def __call__(self, images):
+    return jax.nn.relu(self.out(jax.nn.relu(self.hidden(images))))
+
+
+class Heads(nnx.Module):
+  """One linear head per task: 10 digit logits, 2 parity logits, 1 ink."""
+
+  def __init__(self, rngs: nnx.Rngs):
+    self.digit = nnx.Linear(64, 10, rngs=rngs)
+    self.parity = nnx.Linear(64, 2, rngs=rngs)
+    self.ink = nnx.Linear(64, 1, rngs=rngs)
+
+  def __call__(self, z):
+    return self.digit(z), self.parity(z), self.ink(z)[:, 0]
+
+
+def load_digits():
+  """Train/test splits of images (scaled to 0..1) and the three targets."""
+  digits = datasets.load_digits()
+  images = digits.data.astype(np.float32)
+  labels = digits.target.astype(np.int32)
+  targets = {'digit': labels, 'parity': labels % 2,
+             'ink': images.mean(axis=1)}  # Raw 0..16 pixel scale.
+  split = model_selection.train_test_split(
+      images / 16.0, *targets.values(), test_size=0.25, random_state=0)
+  train = (split[0], dict(zip(targets, split[2::2])))
+  test = (split[1], dict(zip(targets, split[3::2])))
+  return train, test
+
+
+def task_losses(outputs, targets):
+  digit_logits, parity_logits, ink = outputs
+  return jnp.stack([
+      optax.softmax_cross_entropy_with_integer_labels(
+          digit_logits, targets['digit']).mean(),
+      optax.softmax_cross_entropy_with_integer_labels(
+          parity_logits, targets['parity']).mean(),
+      jnp.mean((ink - targets['ink']) ** 2),
+  ])
+
+
+def main():
+  (train_images, train_targets), (test_images, test_targets) = load_digits()
+  rngs = nnx.Rngs(0)
+  encoder_def, encoder_params = nnx.split(Encoder(rngs))
+  heads_def, head_params = nnx.split(Heads(rngs))
+
+  def encoder_fn(params, images):
+    return nnx.merge(encoder_def, params)(images)
+
+  def heads_loss_fn(params, z, targets):
+    return task_losses(nnx.merge(heads_def, params)(z), targets)
+
+  balancer = mtl.mgda(NUM_TASKS)
+  balanced_grads = mtl.representation_balanced_grads(
+      balancer, encoder_fn, heads_loss_fn)
+  optimizer = optax.adam(3e-3)
+  params = (encoder_params, head_params)
+  optimizer_state = optimizer.init(params)
+  balancer_state = balancer.init(None)  # z has no parameters to mirror.
+
+  @jax.jit
+  def train_step(params, optimizer_state, balancer_state, images, targets):
+    losses, grads, balancer_state = balanced_grads(
+        *params, balancer_state, images, targets)
+    updates, optimizer_state = optimizer.update(grads, optimizer_state, params)
+    params = optax.apply_updates(params, updates)
+    return params, optimizer_state, balancer_state, losses
+
+  @jax.jit
+  def evaluate(params, images, targets):
+    encoder_params, head_params = params
+    outputs = nnx.merge(heads_def, head_params)(
+        encoder_fn(encoder_params, images))
+    digit_logits, parity_logits, ink = outputs
+    return (jnp.mean(digit_logits.argmax(-1) == targets['digit']),
+            jnp.mean(parity_logits.argmax(-1) == targets['parity']),
+            jnp.mean((ink - targets['ink']) ** 2))
+
+  rng = np.random.default_rng(0)
+  start = time.perf_counter()
+  print(f'{"step":>5}  ' + '  '.join(f'{f"L_{t}":>9}' for t in TASKS) + '  '
+        + '  '.join(f'{f"w_{t}":>8}' for t in TASKS))
+  for step in range(1, NUM_STEPS + 1):
+    batch = rng.choice(len(train_images), BATCH_SIZE, replace=False)
+    batch_targets = {name: value[batch]
+                     for name, value in train_targets.items()}
+    params, optimizer_state, balancer_state, losses = train_step(
+        params, optimizer_state, balancer_state, train_images[batch],
+        batch_targets)
+    if step % LOG_EVERY == 0 or step == 1:
+      print(f'{step:5d}  ' + '  '.join(f'{x:9.4f}' for x in losses) + '  '
+            + '  '.join(f'{x:8.3f}' for x in balancer_state.weights))
+  elapsed = time.perf_counter() - start
+  digit_acc, parity_acc, ink_mse = evaluate(params, test_images, test_targets)
+  print(f'test: digit accuracy {digit_acc:.3f}, parity accuracy '
+        f'{parity_acc:.3f}, ink MSE {ink_mse:.4f} '
+        f'({NUM_STEPS} steps in {elapsed:.1f} s)')
+
+
+if __name__ == '__main__':
+  main()

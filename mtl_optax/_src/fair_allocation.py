@@ -1,0 +1,192 @@
+"""α-fair task weights: the positive root of ``G w = w^{-1/α}``.
+
+FairGrad (any ``α > 0``) and Nash-MTL (``α = 1``) both ask for weights
+``w > 0`` whose update ``d = Σ_t w_t g_t`` satisfies ``g_t · d = w_t^{-1/α}``
+for every task. The root is the minimiser of the strictly convex potential
+
+  ``F(w) = ½ wᵀGw − Σ_t φ_α(w_t)``,  with ``φ_α'(w) = w^{-1/α}``
+
+(``φ_1 = log``), so a damped Newton method on ``F`` finds it from any
+positive start, staying positive by construction.
+
+Two changes of variables keep the solve well conditioned in float32 whatever
+the gradients' scales. With ``n_t = ‖g_t‖`` and the cosine matrix
+``C = diag(n)⁻¹ G diag(n)⁻¹`` (unit diagonal), ``w_t = v_t / n_t`` turns the
+system into ``C v = s ⊙ v^{-1/α}`` with ``s_t = n_t^{1/α − 1}``. The shares
+``s`` are divided by their largest entry, which rescales ``v`` by a known
+power. For ``α = 1`` every share is 1: the weights depend on the gradients'
+directions and, through ``1/n_t``, on nothing else.
+
+A root exists only if no convex combination of the gradients is zero (no
+Pareto-stationary point; two exactly opposite gradients have none). The
+solver therefore works on ``C + ρI`` with a small ridge ``ρ = RIDGE · T``
+(relative to the unit diagonal of ``C``): the root then always exists and
+stays bounded, and where the exact root exists the ridge moves it by a
+relative ``O(ρ)``. A task with a zero gradient has no root at all
+(``0 = w^{-1/α}``); it gets weight 0 and does not affect the others.
+"""
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from mtl_optax._src import numerics
+
+# Ridge added to the cosine matrix, per task: C + RIDGE·T·I. It must exceed
+# the float32 rounding of C's eigenvalues (≈ T·eps·‖C‖), or the Newton system
+# could lose positive definiteness on a rank-deficient C.
+RIDGE = 1e-6
+# Shares below e^-60 relative to the largest are treated as e^-60 (float32
+# cannot resolve the weight of such a task next to the others anyway).
+_LOG_SHARE_FLOOR = -60.0
+# Newton steps with a decrement below this skip the line search: they are in
+# the region of quadratic convergence, where the full step is safe and float32
+# rounding would make an Armijo test unreliable.
+_FULL_STEP_DECREMENT = 0.25
+_ARMIJO = 0.25
+_MAX_HALVINGS = 40
+
+
+def cosines(gram: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """``(C, n, active)``: unit-diagonal cosine matrix, norms, non-zero tasks.
+
+  ``n`` are the norms in ``gram``'s own scale. A zero-norm task's row and
+  column of ``C`` are those of the identity, so it is decoupled from the
+  others.
+  """
+  norms = numerics.safe_sqrt(jnp.diagonal(gram))
+  active = norms > 0
+  safe_norms = jnp.where(active, norms, 1.0)
+  both = active[:, None] & active[None, :]
+  cos = jnp.where(both, gram / (safe_norms[:, None] * safe_norms[None, :]),
+                  0.0)
+  eye = jnp.eye(gram.shape[0], dtype=gram.dtype)
+  # The diagonal is 1 by definition; rounding should not decide it.
+  return jnp.where(eye > 0, 1.0, cos), norms, active
+
+
+def _relative_expm1(z: jax.Array) -> jax.Array:
+  """``(e^z − 1) / z``, 1 at ``z = 0``, with a finite derivative there."""
+  small = jnp.abs(z) < 1e-4
+  safe_z = jnp.where(small, 1.0, z)
+  return jnp.where(small, 1.0 + 0.5 * z, jnp.expm1(safe_z) / safe_z)
+
+
+def solve(cos: jax.Array, shares: jax.Array, alpha, *, max_iters: int,
+          tol) -> tuple[jax.Array, jax.Array]:
+  """The root ``v > 0`` of ``(C + ρI) v = s ⊙ v^{-1/α}`` by damped Newton.
+
+  Args:
+    cos: ``[T, T]`` unit-diagonal positive semi-definite matrix.
+    shares: ``[T]`` positive shares ``s``, at most 1.
+    alpha: ``α > 0`` (may be traced).
+    max_iters: Newton steps at most.
+    tol: stop when every equation holds to this relative residual.
+
+  Returns:
+    ``(v, num_steps)``.
+  """
+  num_tasks = cos.shape[0]
+  inverse_alpha = 1.0 / alpha
+  power = 1.0 - inverse_alpha  # φ_α(v) = (v^power − 1) / power.
+  matrix = cos + RIDGE * num_tasks * jnp.eye(num_tasks, dtype=cos.dtype)
+
+  def potential(v):
+    log_v = jnp.log(v)
+    utility = log_v * _relative_expm1(power * log_v)
+    return 0.5 * v @ matrix @ v - jnp.sum(shares * utility)
+
+  def demand(v):  # s ⊙ v^{-1/α}, the right-hand side.
+    return shares * jnp.exp(-inverse_alpha * jnp.log(v))
+
+  def scaled_residual(v):
+    # Relative to the size of the terms that cancel, so that the float32
+    # rounding floor (≈ eps · sqrt(T)) is reachable whatever the conditioning.
+    rhs = demand(v)
+    size = jnp.abs(matrix) @ v + rhs
+    return jnp.max(jnp.abs(matrix @ v - rhs) / size)
+
+  def newton_step(v):
+    rhs = demand(v)
+    grad = matrix @ v - rhs
+    hessian = matrix + jnp.diag(inverse_alpha * rhs / v)
+    step = -jnp.linalg.solve(hessian, grad)
+    decrement = -grad @ step
+    # Rounding can make a nearly singular Hessian indefinite; fall back to a
+    # diagonally scaled gradient step, always a descent direction.
+    usable = (decrement > 0) & jnp.all(jnp.isfinite(step))
+    diagonal_step = -grad / jnp.diagonal(hessian)
+    step = jnp.where(usable, step, diagonal_step)
+    decrement = jnp.where(usable, decrement, -grad @ diagonal_step)
+    return grad, step, decrement
+
+  def step_length(v, step, decrement):
+    # Largest step that keeps v > 0, shortened by 1 %.
+    shrinking = step < 0
+    limits = jnp.where(shrinking, -v / jnp.where(shrinking, step, -1.0),
+                       jnp.inf)
+    length = jnp.minimum(1.0, 0.99 * jnp.min(limits))
+    start = potential(v)
+
+    def too_long(carry):
+      length, halvings = carry
+      worse = potential(v + length * step) > (
+          start - _ARMIJO * length * decrement)
+      return worse & (halvings < _MAX_HALVINGS)
+
+    searched, _ = lax.while_loop(
+        too_long, lambda c: (0.5 * c[0], c[1] + 1), (length, 0))
+    return jnp.where(decrement < _FULL_STEP_DECREMENT, length, searched)
+
+  def not_done(carry):
+    _, _, num_steps, done = carry
+    return (~done) & (num_steps < max_iters)
+
+  def body(carry):
+    v, residual, num_steps, _ = carry
+    _, step, decrement = newton_step(v)
+    length = step_length(v, step, decrement)
+    new_v = v + length * step
+    new_v = jnp.where(jnp.all(jnp.isfinite(new_v) & (new_v > 0)), new_v, v)
+    new_residual = scaled_residual(new_v)
+    # A full Newton step that fails to halve the residual has hit rounding.
+    stalled = (decrement < _FULL_STEP_DECREMENT) & (
+        new_residual > 0.5 * residual)
+    done = (new_residual <= tol) | stalled
+    return new_v, new_residual, num_steps + 1, done
+
+  # The root for a diagonal C: a good start when the tasks are not too
+  # correlated, and always positive.
+  diagonal = jnp.diagonal(matrix)
+  start = jnp.exp(alpha / (1.0 + alpha) * jnp.log(shares / diagonal))
+  residual = scaled_residual(start)
+  v, _, num_steps, _ = lax.while_loop(
+      not_done, body, (start, residual, 0, residual <= tol))
+  return v, num_steps
+
+
+def fair_weights(gram: jax.Array, log_scale: jax.Array, alpha, *,
+                 max_iters: int, tol) -> jax.Array:
+  """Weights ``w`` with ``(scale² G) w = w^{-1/α}``; 0 for zero-norm tasks.
+
+  Args:
+    gram: ``[T, T]`` Gramian divided by ``scale²``.
+    log_scale: ``log(scale)``, so that the true norms are ``n · scale``.
+    alpha: ``α > 0``.
+    max_iters: Newton steps at most.
+    tol: relative residual at which the solver stops.
+
+  Returns:
+    ``[T]`` float32 weights, finite.
+  """
+  cos, norms, active = cosines(gram)
+  log_norms = jnp.log(jnp.where(active, norms, 1.0)) + log_scale
+  log_shares = (1.0 / alpha - 1.0) * log_norms
+  largest = jnp.max(jnp.where(active, log_shares, -jnp.inf))
+  largest = jnp.where(jnp.any(active), largest, 0.0)
+  shares = jnp.where(
+      active, jnp.exp(jnp.maximum(log_shares - largest, _LOG_SHARE_FLOOR)), 1.0)
+  v, _ = solve(cos, shares, alpha, max_iters=max_iters, tol=tol)
+  # Undo both changes of variables: v = v̂ · largest_share^{α/(1+α)}, w = v / n.
+  log_weights = alpha / (1.0 + alpha) * largest + jnp.log(v) - log_norms
+  return jnp.where(active, jnp.exp(log_weights), 0.0)

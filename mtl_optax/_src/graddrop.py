@@ -1,0 +1,155 @@
+"""GradDrop: per coordinate, keep the positive or the negative gradients."""
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from mtl_optax._src import base
+from mtl_optax._src import numerics
+from mtl_optax._src.rlw import _as_raw_key
+
+
+class GradDropState(NamedTuple):
+  weights: jax.Array  # shape=[T], dtype=float32; share of ‖g_t‖² kept
+  key: jax.Array  # shape=[2], dtype=uint32; a raw PRNG key, split every step
+
+
+def _drop_leaf(leaf: jax.Array, key: jax.Array, leak):
+  """``(update, kept², total²)`` of one shared leaf, in float32.
+
+  ``kept²`` and ``total²`` are per-task sums of squares of the kept and of
+  all entries, relative to the leaf's largest entry (returned as well) so
+  that they neither overflow nor underflow.
+  """
+  grads = leaf.astype(jnp.float32)
+  total = jnp.sum(grads, axis=0)
+  magnitude = jnp.sum(jnp.abs(grads), axis=0)
+  purity = 0.5 * (1.0 + numerics.safe_div(total, magnitude))  # Eq. 1, P.
+  draw = jax.random.uniform(key, total.shape, jnp.float32)
+  keep_positive = purity > draw  # One draw per coordinate, for every task.
+  mask = jnp.where(keep_positive, grads > 0, grads < 0)  # M_t.
+  kept = jnp.where(mask, grads, 0.0)
+  update = leak * total + (1.0 - leak) * jnp.sum(kept, axis=0)
+  largest = jnp.max(jnp.abs(grads))
+  unit = numerics.safe_div(1.0, largest, 1.0)
+  flat_kept = (kept * unit).reshape(grads.shape[0], -1)
+  flat_grads = (grads * unit).reshape(grads.shape[0], -1)
+  return (update, jnp.sum(flat_kept ** 2, axis=1),
+          jnp.sum(flat_grads ** 2, axis=1), largest)
+
+
+def _kept_shares(kept_squares, total_squares, largests):
+  """``‖M_t g_t‖² / ‖g_t‖²`` over all leaves, each leaf in its own scale."""
+  overall = jnp.max(jnp.stack(largests))
+  kept = jnp.zeros_like(kept_squares[0])
+  total = jnp.zeros_like(total_squares[0])
+  for leaf_kept, leaf_total, largest in zip(kept_squares, total_squares,
+                                            largests):
+    ratio = numerics.safe_div(largest, overall) ** 2  # <= 1: no overflow.
+    kept = kept + ratio * leaf_kept
+    total = total + ratio * leaf_total
+  return numerics.safe_div(kept, total, 1.0)
+
+
+def graddrop(
+    num_tasks: int,
+    *,
+    leak: float = 0.0,
+    key: Any = 0,
+    task_specific: base.TaskSpecific = None,
+) -> optax.GradientTransformationExtraArgs:
+  r"""Keeps, coordinate by coordinate, only the gradients of one sign.
+
+  Chen, Ngiam, Huang, Luong, Kretzschmar, Chai and Anguelov, "Just Pick a
+  Sign: Optimizing Deep Multitask Models with Gradient Sign Dropout"
+  (NeurIPS 2020), §3 and Algorithm 1. For every coordinate, the positive
+  sign purity
+
+  ``P = ½ (1 + Σ_t g_t / Σ_t |g_t|)``  (eq. 1)
+
+  is the chance of keeping the positive entries: with one uniform draw
+  ``U`` per coordinate, shared by all tasks, the mask of task ``t`` is
+  ``M_t = 1[P > U] 1[g_t > 0] + 1[P < U] 1[g_t < 0]``. The update is
+  ``Σ_t (ℓ + (1 − ℓ) M_t) g_t`` with the leak ``ℓ`` (0 in the paper's main
+  experiments: full GradDrop; 1 is the plain sum). A coordinate where every
+  gradient is 0 has ``P = ½`` and stays 0.
+
+  GradDrop is not a weighting of the Gramian: it acts per coordinate, so it
+  is its own transformation, with the same contract as :func:`balancer`
+  (task axis check, task-specific leaves, key in the state, non-finite input
+  gives a non-finite update and leaves the state as it was).
+
+  **Decisions.** The paper applies GradDrop to the gradients at the
+  activations where the task-specific heads meet the shared trunk; here it
+  acts on the gradients of the shared parameters, coordinate by coordinate.
+  Task-specific leaves get their own task's gradient untouched. The state's
+  ``weights[t]`` is the share of task ``t``'s squared gradient norm that
+  survives, ``ℓ + (1 − ℓ) ‖M_t g_t‖² / ‖g_t‖²`` (1 for a zero gradient):
+  the coefficient that best explains the task's masked gradient by its raw
+  one. It is a diagnostic; the update is not ``Σ_t w_t g_t``. The key is
+  split at every update; a non-finite update keeps the old key.
+
+  Args:
+    num_tasks: T.
+    leak: ``ℓ`` in [0, 1], the share of every gradient kept unmasked.
+    key: a PRNG key (raw ``uint32[2]`` or typed) or an int seed.
+    task_specific: leaves that belong to one task (see :func:`balancer`).
+
+  Returns:
+    An ``optax.GradientTransformationExtraArgs`` with state
+    :class:`GradDropState`.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> import mtl_optax as mtl
+    >>> tx = mtl.graddrop(2)
+    >>> grads = jnp.array([[1.0, 2.0, -1.0], [3.0, -2.0, 0.0]])
+    >>> updates, state = tx.update(grads, tx.init(jnp.zeros(3)))
+    >>> updates[0], updates[2]  # P = 1 and P = 0: nothing to drop there.
+    (Array(4., dtype=float32), Array(-1., dtype=float32))
+  """
+  base.check_num_tasks(num_tasks)
+  base.check_range('leak', leak, 0.0, 1.0)
+  name = 'graddrop'
+
+  def init_fn(params):
+    del params
+    return GradDropState(weights=jnp.zeros([num_tasks], jnp.float32),
+                         key=_as_raw_key(key))
+
+  def update_fn(task_grads, state, params=None, *, task_losses=None,
+                **extra_args):
+    del params, extra_args
+    base.check_task_axis(name, num_tasks, task_grads)
+    base.check_task_losses(name, num_tasks, task_losses, False)
+    flags = base.task_specific_flags(task_specific, task_grads)
+    shared, specific = base.split_leaves(flags, task_grads)
+    if not shared:
+      raise ValueError(f'{name}: every leaf is task-specific; nothing to '
+                       'balance.')
+    next_key, draw_key = jax.random.split(state.key)
+    leaf_keys = jax.random.split(draw_key, len(shared))
+    dropped = [_drop_leaf(leaf, leaf_key, leak)
+               for leaf, leaf_key in zip(shared, leaf_keys)]
+    updates, kept_squares, total_squares, largests = zip(*dropped)
+    weights = leak + (1.0 - leak) * _kept_shares(
+        kept_squares, total_squares, largests)
+
+    finite = numerics.all_finite(*jax.tree.leaves(task_grads))
+    # A NaN in every entry, so that optax.apply_if_finite skips the step.
+    poison = jnp.where(finite, 1.0, jnp.nan)
+    shared_updates = [(update * poison).astype(leaf.dtype)
+                      for update, leaf in zip(updates, shared)]
+    specific_updates = [
+        (jnp.sum(leaf.astype(jnp.float32), axis=0) * poison).astype(leaf.dtype)
+        for leaf in specific]
+    new_state = numerics.where_finite(
+        finite, GradDropState(weights=weights.astype(jnp.float32),
+                              key=next_key), state)
+    treedef = jax.tree.structure(task_grads)
+    return base.merge_leaves(flags, treedef, shared_updates,
+                             specific_updates), new_state
+
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)

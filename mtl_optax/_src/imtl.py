@@ -1,0 +1,156 @@
+"""IMTL: impartial multi-task learning, by gradient balance, loss balance or both."""
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from mtl_optax._src import base
+from mtl_optax._src import numerics
+from mtl_optax._src import spectral
+
+MODES = ('gradient', 'loss', 'hybrid')
+# |Σ_t c_t| below this fraction of Σ_t |c_t| leaves IMTL-G's normalisation
+# Σ α = 1 undefined (the equal-projection direction is orthogonal to it).
+_SUM_RTOL = 1e-6
+
+
+class IMTLState(NamedTuple):
+  weights: jax.Array  # shape=[T], dtype=float32
+  log_scales: jax.Array  # shape=[T], dtype=float32; s_t, the loss scale e^{s_t}
+  optimizer_state: Any  # the inner optimizer's state for log_scales
+
+
+def imtl_g_weights(gram: jax.Array) -> jax.Array:
+  """IMTL-G: weights summing to 1 whose update projects equally on every u_t.
+
+  The paper's closed form ``α_{2:T} = g_1 Uᵀ (D Uᵀ)⁻¹``, ``α_1 = 1 − Σ α_{2:T}``
+  (``D``, ``U``: differences of the raw and unit gradients with the first)
+  solves ``d·u_1 = d·u_t`` for all t with ``Σ α = 1``. In Gramian terms the
+  same conditions read ``G α = c ‖g‖``, so ``α ∝ D⁻¹ Ĝ⁺ 1`` on the cosines
+  ``Ĝ`` (see :func:`spectral.equal_projection_coefficients`), normalised to
+  sum to one. The pseudo-inverse also covers a singular ``D Uᵀ`` (dependent
+  gradients), where the paper's inverse does not exist.
+  """
+  coefficients = spectral.equal_projection_coefficients(gram)
+  total = jnp.sum(coefficients)
+  defined = jnp.abs(total) > _SUM_RTOL * jnp.sum(jnp.abs(coefficients))
+  return jnp.where(defined, numerics.safe_div(coefficients, total), 0.0)
+
+
+def imtl(
+    num_tasks: int,
+    *,
+    mode: str = 'hybrid',
+    optimizer: optax.GradientTransformation | None = None,
+    learning_rate: float = 1e-2,
+    loss_floor: float = 1e-8,
+    task_specific: base.TaskSpecific = None,
+) -> optax.GradientTransformationExtraArgs:
+  r"""Impartial multi-task learning: IMTL-G, IMTL-L or the hybrid IMTL.
+
+  Liu et al., "Towards Impartial Multi-task Learning" (ICLR 2021).
+
+  * ``mode='gradient'`` (IMTL-G, gradient balance): weights ``α`` with
+    ``Σ_t α_t = 1`` such that the update ``d = Σ_t α_t g_t`` has the same
+    projection on every unit gradient, ``d·u_1 = d·u_t`` with
+    ``u_t = g_t/‖g_t‖``. The paper's closed form,
+    ``α_{2:T} = g_1 Uᵀ (D Uᵀ)⁻¹`` and ``α_1 = 1 − 1ᵀα_{2:T}``, is computed
+    from the Gramian as ``α ∝ D⁻¹ Ĝ⁺ 1`` (``Ĝ`` the cosine matrix,
+    ``D = diag‖g_t‖``), normalised to sum to 1: the same numbers when the
+    gradients are independent, and the least-squares answer (pseudo-inverse,
+    rank threshold of :mod:`spectral`) when they are not. Stateless.
+  * ``mode='loss'`` (IMTL-L, loss balance): each loss is scaled as
+    ``e^{s_t} L_t − s_t`` with a learned ``s_t``, so ``w_t = e^{s_t}``. ``s``
+    lives in the state (0 at the start) and moves by its own gradient
+    ``∂/∂s_t = e^{s_t} L_t − 1`` through the inner ``optimizer``, as if
+    trained with the network; its fixed point is ``e^{s_t} L_t = 1``. Needs
+    the losses; the Gramian is not computed (a :class:`LossBalancer`).
+  * ``mode='hybrid'`` (IMTL, the paper's full method, default): IMTL-G applied
+    to the gradients of the scaled losses, ``e^{s_t} g_t``; the weights on the
+    raw gradients are ``α_t e^{s_t}``, and ``s`` moves as in IMTL-L.
+
+  Decisions: the projection direction is scale-free per task, so in the
+  hybrid the scales only set the update's length through ``Σ α = 1``, as in
+  the paper. Losses below ``loss_floor`` (zero or negative) are floored in
+  the gradient of ``s``, so ``s`` stops near ``−log(loss_floor)`` instead of
+  growing without bound. IMTL-G's ``α`` is undefined when the equal-projection
+  direction is orthogonal to the constraint ``Σ α = 1``
+  (``|Σ c| ≤ 1e-6 Σ |c|``): the weights are then zero (no update). A zero
+  gradient gets ``α_t = 0``. The paper also scales the task-specific
+  parameters' gradients by ``e^{s_t}``; here task-specific leaves get their
+  own task's raw gradient, as for every method of the library.
+
+  Properties (IMTL-G and hybrid at a given ``s``): permutation invariant and
+  linear under scaling. Not non-conflicting in general: ``d·g_t`` has the
+  sign of ``Σ_t c_t`` in the normalisation, which can be negative when
+  three or more gradients are nearly dependent.
+
+  Args:
+    num_tasks: T.
+    mode: ``'gradient'``, ``'loss'`` or ``'hybrid'``.
+    optimizer: inner optax optimizer that moves ``s`` (IMTL-L and hybrid).
+      Default: ``optax.adam(learning_rate)``, as for uncertainty weighting.
+    learning_rate: > 0, used by the default optimizer only.
+    loss_floor: > 0, smallest loss used in the gradient of ``s``.
+    task_specific: leaves that belong to one task (see :func:`balancer`).
+
+  Returns:
+    An ``optax.GradientTransformationExtraArgs``, stateless for
+    ``'gradient'``, with state :class:`IMTLState` otherwise (then ``update``
+    needs ``task_losses``; for ``'loss'`` it is a :class:`LossBalancer`).
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> import mtl_optax as mtl
+    >>> tx = mtl.imtl(2, mode='gradient')
+    >>> grads = jnp.array([[1.0, 0.0], [0.0, 2.0]])
+    >>> tx.update(grads, tx.init(jnp.zeros(2)))[0]  # equal projections
+    Array([0.6666667, 0.6666667], dtype=float32)
+  """
+  base.check_num_tasks(num_tasks)
+  base.check_choice('mode', mode, MODES)
+  base.check_range('learning_rate', learning_rate, 0.0, low_open=True)
+  base.check_range('loss_floor', loss_floor, 0.0, low_open=True)
+
+  if mode == 'gradient':
+
+    def weigh_gradients(stats, state):
+      return imtl_g_weights(stats.gram), state
+
+    return base.balancer(num_tasks, weigh_gradients, name='imtl',
+                         task_specific=task_specific)
+
+  if optimizer is None:
+    optimizer = optax.adam(learning_rate)
+
+  def init_state(params):
+    del params
+    log_scales = jnp.zeros([num_tasks], jnp.float32)
+    return IMTLState(weights=jnp.zeros([num_tasks], jnp.float32),
+                     log_scales=log_scales,
+                     optimizer_state=optimizer.init(log_scales))
+
+  def weigh(stats, state):
+    scales = jnp.exp(state.log_scales)  # IMTL-L: L_t -> e^{s_t} L_t - s_t.
+    if mode == 'loss':
+      weights = scales
+    else:
+      # IMTL-G on the scaled gradients e^{s_t} g_t, mapped back to raw ones.
+      # α does not change when every scale is multiplied by the same factor,
+      # so the Gramian sees scales relative to the largest (no overflow).
+      relative = jnp.exp(state.log_scales - jnp.max(state.log_scales))
+      scaled_gram = stats.gram * relative[:, None] * relative[None, :]
+      weights = imtl_g_weights(scaled_gram) * scales
+    losses = numerics.floor_losses(stats.losses, loss_floor)
+    log_scale_grads = scales * losses - 1.0  # ∂(e^s L − s)/∂s
+    steps, optimizer_state = optimizer.update(
+        log_scale_grads, state.optimizer_state, state.log_scales)
+    log_scales = optax.apply_updates(state.log_scales, steps)
+    return weights, state._replace(log_scales=log_scales,
+                                   optimizer_state=optimizer_state)
+
+  return base.balancer(num_tasks, weigh, name='imtl', init_state=init_state,
+                       needs_losses=True, uses_gram=mode == 'hybrid',
+                       task_specific=task_specific)

@@ -1,0 +1,64 @@
+"""Eigen-decompositions of small Gramians, with one documented rank threshold.
+
+IMTL-G, ConFIG and Aligned-MTL need a pseudo-inverse or an inverse square root
+of a T x T positive semi-definite matrix. A float32 Gramian of exactly
+dependent gradients does not come out exactly singular: its "zero"
+eigenvalues come back as noise of about ``1e-7 × λ_max`` (measured up to
+``4e-7 × λ_max`` for 2·10⁶ parameters). So an eigenvalue counts as zero when
+it is at most ``RANK_RTOL × λ_max``, with ``RANK_RTOL = 1e-5``: directions in
+which the gradients spread less than ``sqrt(1e-5) ≈ 0.3 %`` of their largest
+singular value are treated as absent. (NumPy's ``matrix_rank`` and TorchJD use
+``T × eps``, about ``2e-7`` for T = 2 in float32, which that noise can exceed.)
+"""
+
+import jax
+import jax.numpy as jnp
+
+from mtl_optax._src import numerics
+
+RANK_RTOL = 1e-5
+
+
+def eigh_with_rank(matrix: jax.Array):
+  """``(eigenvalues, eigenvectors, kept)`` of a symmetric PSD matrix.
+
+  ``kept`` marks the eigenvalues above ``RANK_RTOL × λ_max`` (none when the
+  matrix is zero). Eigenvalues are ascending, as ``jnp.linalg.eigh`` returns
+  them.
+  """
+  eigenvalues, eigenvectors = jnp.linalg.eigh(matrix)
+  largest = eigenvalues[-1]
+  kept = (eigenvalues > RANK_RTOL * largest) & (largest > 0)
+  return eigenvalues, eigenvectors, kept
+
+
+def pinv_matvec(matrix: jax.Array, vector: jax.Array) -> jax.Array:
+  """``matrix⁺ @ vector`` for a symmetric PSD ``matrix``, rank by ``RANK_RTOL``."""
+  eigenvalues, eigenvectors, kept = eigh_with_rank(matrix)
+  inverse = jnp.where(kept, 1.0 / jnp.where(kept, eigenvalues, 1.0), 0.0)
+  return eigenvectors @ (inverse * (eigenvectors.T @ vector))
+
+
+def cosine_gram(gram: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """``(cosines, norms)``: ``Ĝ[i, j] = G[i, j] / (‖g_i‖ ‖g_j‖)`` and ``‖g_t‖``.
+
+  A zero gradient has a zero row and column in ``Ĝ`` (no direction), and the
+  norms are those of ``gram`` (so in its scale).
+  """
+  norms = numerics.safe_sqrt(jnp.diagonal(gram))
+  return numerics.safe_div(gram, norms[:, None] * norms[None, :]), norms
+
+
+def equal_projection_coefficients(gram: jax.Array) -> jax.Array:
+  """Coefficients ``c`` of the least-norm ``g = Σ_t c_t g_t`` with ``u_t·g = 1``.
+
+  ``u_t = g_t / ‖g_t‖``. With ``U`` the matrix of unit gradients, ``g = U⁺ 1``
+  (the direction of IMTL-G and ConFIG) is ``Uᵀ Ĝ⁺ 1``, so on the raw gradients
+  ``c = D⁻¹ Ĝ⁺ 1`` with ``D = diag(‖g_t‖)``. Working on the cosines keeps the
+  system well scaled whatever the gradient norms. A zero gradient gets
+  ``c_t = 0``. When ``Ĝ`` is singular, ``u_t·g`` is the projection of the
+  all-ones vector onto the range of ``Ĝ`` instead of 1.
+  """
+  cosines, norms = cosine_gram(gram)
+  unit_coefficients = pinv_matvec(cosines, jnp.ones_like(norms))
+  return numerics.safe_div(unit_coefficients, norms)
