@@ -13,8 +13,10 @@ Peak memory comes from the compiled update's ``memory_analysis()``:
 arguments + outputs + temporaries - aliased bytes.
 """
 
+import functools
 import importlib.util
 import pathlib
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -27,11 +29,13 @@ REGISTRY = pathlib.Path(__file__).resolve().parents[1] / 'tests' / 'registry.py'
 MEMORY_SHAPE = (8, 10**6)
 
 
+@functools.cache
 def methods():
+  """The registry's methods, loaded once per run."""
   spec = importlib.util.spec_from_file_location('mtl_registry', REGISTRY)
   registry = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(registry)
-  return registry.METHODS
+  return tuple(registry.METHODS)
 
 
 @jax.jit
@@ -65,50 +69,62 @@ def peak_bytes(compiled) -> float | None:
           + analysis.temp_size_in_bytes - analysis.alias_size_in_bytes)
 
 
+FLOOR_PARTS = {'wᵀJ': ('matvec',), 'JJᵀ + wᵀJ': ('gram', 'matvec'),
+               'JJᵀ + wᵀJ + state': ('gram', 'matvec', 'state')}
+
+
 def floor_kind(tx, stacked_state: bool) -> str:
   if isinstance(tx, mtl.LossBalancer):
     return 'wᵀJ'
   return 'JJᵀ + wᵀJ + state' if stacked_state else 'JJᵀ + wᵀJ'
 
 
+def floor_calls(task_grads, kernels):
+  """The faster J Jᵀ, the faster wᵀ J and the state pass, as calls."""
+  weights = jnp.linspace(0.5, 1.5, task_grads.shape[0], dtype=jnp.float32)
+  gram = ('xla_gram' if kernels['xla_gram'] < kernels['blocked_gram']
+          else 'blocked_gram')
+  matvec = ('matvec' if kernels['matvec'] < kernels['weighted_sum']
+            else 'weighted_sum')
+  return {
+      'gram': lambda: bench_core.KERNELS[gram](task_grads),
+      'matvec': lambda: bench_core.KERNELS[matvec](weights, task_grads),
+      'state': lambda: _state_pass(task_grads, task_grads),
+  }
+
+
 def measure_shape(num_tasks, size, quick):
-  """``{method: (ms, floor_ms, floor_kind, peak_bytes)}`` at one shape."""
+  """``({method: (ms, floor_ms, floor_kind, peak_bytes)}, floor_ms)``.
+
+  Each method is timed interleaved with the parts of its own floor, so the
+  ratio of a row is measured under one load.
+  """
   repeats = bench_core.repeats_for(num_tasks, size, quick)
   task_grads = bench_core.stacked_gradients(num_tasks, size)
   params = jnp.zeros((size,), jnp.float32)
   task_losses = jnp.linspace(0.5, 2.0, num_tasks, dtype=jnp.float32)
-  before = bench_core.kernel_times(task_grads, repeats)
-  state_ms = common.median_ms(lambda: _state_pass(task_grads, task_grads),
-                              repeats)
-  results = {}
+  kernels = bench_core.kernel_times(task_grads, repeats)
+  floor = floor_calls(task_grads, kernels)
+  rows = {}
   for method in methods():
     try:
       compiled, args, tx, state = compiled_update(
           method, num_tasks, task_grads, params, task_losses)
-      milliseconds = common.median_ms(lambda: compiled(*args), repeats)
+      kind = floor_kind(tx, has_stacked_state(state, num_tasks, size))
+      calls = {part: floor[part] for part in FLOOR_PARTS[kind]}
+      calls['update'] = lambda: compiled(*args)
+      times = common.interleaved_ms(calls, repeats, bench_core.STATISTIC)
     except Exception as error:  # pylint: disable=broad-except
-      results[method.name] = (f'error: {type(error).__name__}', None, None,
-                              None)
+      rows[method.name] = (f'error: {type(error).__name__}', None, None, None)
       continue
-    stacked = has_stacked_state(state, num_tasks, size)
-    results[method.name] = (milliseconds, stacked, tx, peak_bytes(compiled))
-    del compiled, args, state
-  # The floor, timed again after the methods: the smaller of the two medians
-  # (a floor is a lower bound; a busier machine only raises it).
-  after = bench_core.kernel_times(task_grads, repeats)
-  floors = {key: min(before[key], after[key]) for key in before}
-  best_gram = min(floors['xla_gram'], floors['blocked_gram'])
-  best_matvec = min(floors['matvec'], floors['weighted_sum'])
-  rows = {}
-  for name, (milliseconds, stacked, tx, peak) in results.items():
-    if isinstance(milliseconds, str):
-      rows[name] = (milliseconds, None, None, None)
-      continue
-    kind = floor_kind(tx, stacked)
-    floor = {'wᵀJ': best_matvec, 'JJᵀ + wᵀJ': best_gram + best_matvec,
-             'JJᵀ + wᵀJ + state': best_gram + best_matvec + state_ms}[kind]
-    rows[name] = (milliseconds, floor, kind, peak)
-  return rows, best_gram + best_matvec
+    method_floor = sum(times[part] for part in FLOOR_PARTS[kind])
+    print(f'  T={num_tasks} P={size:.0e} {method.name}: '
+          f"{times['update']:.3g} ms / floor {method_floor:.3g} ms",
+          file=sys.stderr, flush=True)
+    rows[method.name] = (times['update'], method_floor, kind,
+                         peak_bytes(compiled))
+    del compiled, args, state, calls
+  return rows, kernels['floor']
 
 
 def run(quick: bool = False) -> list[dict]:
@@ -145,8 +161,9 @@ def run(quick: bool = False) -> list[dict]:
       'columns': ['method', 'floor'] + columns,
       'rows': [[name, kinds.get(name)] + ratios[name] for name in names],
       'notes': ('Floor: the faster J Jᵀ (XLA or blocked) + the faster wᵀ J, '
-                'timed in the same run before and after the methods (smaller '
-                'median kept); "+ state" adds one jitted β s + (1-β) J pass '
+                'each method timed interleaved with its own floor (fastest of the '
+                'repeats, as the machine is shared); '
+                '"+ state" adds one jitted β s + (1-β) J pass '
                 'for methods with a T x P state; loss-level methods need only '
                 'wᵀ J. Target: <= 1.25 for Gramian methods at T >= 8. Inputs '
                 'are N(0, 1) gradients and losses in [0.5, 2].' + skip_note),
@@ -156,7 +173,9 @@ def run(quick: bool = False) -> list[dict]:
       'columns': ['method'] + columns,
       'rows': ([['floor J Jᵀ + wᵀ J'] + floor_row]
                + [[name] + times[name] for name in names]),
-      'notes': 'Median wall time of one jitted update.' + skip_note,
+      'notes': ('Wall time of one jitted update, fastest of the repeats '
+                'interleaved with its floor; floor row from the kernel '
+                'table.' + skip_note),
   }
   tasks, size = memory_shape
   stacked_bytes = tasks * size * 4

@@ -9,8 +9,10 @@ A new method is one line here. Hyper-parameters are the papers' defaults
 unless a comment says otherwise; ``seed`` feeds the randomised methods.
 """
 
+import functools
 from typing import Any, Callable
 
+import jax
 import optax
 
 import mtl_optax as mtl
@@ -18,35 +20,56 @@ import mtl_optax as mtl
 Factory = Callable[[int, Any, int], optax.GradientTransformation]
 
 
-def _uncertainty(form: str) -> Factory:
-  return lambda t, specific, seed: mtl.uncertainty_weighting(
-      t, form=form, task_specific=specific)
+def _simple(factory: Callable[..., Any], **kwargs) -> Factory:
+  """A method whose only input besides T is ``task_specific``."""
+  return lambda t, specific, seed: factory(t, task_specific=specific, **kwargs)
+
+
+def _seeded(factory: Callable[..., Any], typed_key: bool = False) -> Factory:
+  """A randomised method: the key comes from the run's seed."""
+  def make(t, specific, seed):
+    key = jax.random.key(seed) if typed_key else seed
+    return factory(t, key=key, task_specific=specific)
+  make.uses_seed = True
+  return make
 
 
 BALANCERS: dict[str, Factory] = {
-    'db_mtl': lambda t, specific, seed: mtl.db_mtl(t, task_specific=specific),
-    'dwa': lambda t, specific, seed: mtl.dwa(t, task_specific=specific),
-    'equal_weighting': lambda t, specific, seed: mtl.equal_weighting(
-        t, task_specific=specific),
-    'famo': lambda t, specific, seed: mtl.famo(t, task_specific=specific),
-    'gls': lambda t, specific, seed: mtl.gls(t, task_specific=specific),
-    'gradnorm': lambda t, specific, seed: mtl.gradnorm(
-        t, task_specific=specific),
-    'logse': lambda t, specific, seed: mtl.logse(t, task_specific=specific),
-    'max_norm_weighting': lambda t, specific, seed: mtl.max_norm_weighting(
-        t, task_specific=specific),
-    'rlw': lambda t, specific, seed: mtl.rlw(
-        t, key=seed, task_specific=specific),
-    'uncertainty_weighting': _uncertainty('kendall'),
-    'uncertainty_weighting.bentaieb': _uncertainty('bentaieb'),
-    'uncertainty_weighting.liebel': _uncertainty('liebel'),
+    'aligned_mtl': _simple(mtl.aligned_mtl),
+    'cagrad': _simple(mtl.cagrad),
+    'central_direction': _simple(mtl.central_direction),
+    'config': _simple(mtl.config),
+    'db_mtl': _simple(mtl.db_mtl),
+    'dualproj': _simple(mtl.dualproj),
+    'dwa': _simple(mtl.dwa),
+    'equal_weighting': _simple(mtl.equal_weighting),
+    'fairgrad': _simple(mtl.fairgrad),
+    'famo': _simple(mtl.famo),
+    'gls': _simple(mtl.gls),
+    'graddrop': _seeded(mtl.graddrop),
+    'gradnorm': _simple(mtl.gradnorm),
+    'gradvac': _seeded(mtl.gradvac),
+    'imtl': _simple(mtl.imtl),
+    'logse': _simple(mtl.logse),
+    'max_norm_weighting': _simple(mtl.max_norm_weighting),
+    'mgda': _simple(mtl.mgda),
+    'mgda.loss_plus': _simple(mtl.mgda, normalization='loss+'),
+    'nash_mtl': _simple(mtl.nash_mtl),
+    'pcgrad': _seeded(mtl.pcgrad, typed_key=True),
+    'rlw': _seeded(mtl.rlw),
+    'task_tensioner': _simple(mtl.task_tensioner),
+    'task_tensioner.mgda': _simple(mtl.task_tensioner, base='mgda'),
+    'uncertainty_weighting': _simple(mtl.uncertainty_weighting),
+    'uncertainty_weighting.bentaieb': _simple(mtl.uncertainty_weighting,
+                                              form='bentaieb'),
+    'uncertainty_weighting.liebel': _simple(mtl.uncertainty_weighting,
+                                            form='liebel'),
+    'upgrad': _simple(mtl.upgrad),
 }
 
 PRE_TRANSFORMS: dict[str, Factory] = {
-    'gradient_ema': lambda t, specific, seed: mtl.gradient_ema(
-        t, task_specific=specific),
-    'log_scaling': lambda t, specific, seed: mtl.log_scaling(
-        t, task_specific=specific),
+    'gradient_ema': _simple(mtl.gradient_ema),
+    'log_scaling': _simple(mtl.log_scaling),
 }
 
 # Named compositions the trainer lists next to the balancers.
@@ -72,8 +95,22 @@ def check(name: str) -> None:
 
 def make(name: str, num_tasks: int, task_specific: Any = None,
          seed: int = 0) -> optax.GradientTransformation:
-  """The balancer (with its pre-transforms) called ``name``."""
+  """The balancer (with its pre-transforms) called ``name``.
+
+  The same arguments give the same object, so a jitted step that holds it
+  as a static attribute (``nnx.Optimizer.tx``) compiles once per method, not
+  once per run; ``seed`` only counts for the randomised methods.
+  """
   check(name)
+  uses_seed = any(getattr(factory, 'uses_seed', False) for factory in
+                  [PRE_TRANSFORMS.get(piece) for piece in name.split('+')[:-1]]
+                  + [BALANCERS[name.split('+')[-1]]])
+  return _make(name, num_tasks, task_specific, seed if uses_seed else 0)
+
+
+@functools.lru_cache(maxsize=None)
+def _make(name: str, num_tasks: int, task_specific: Any,
+          seed: int) -> optax.GradientTransformation:
   *pre, last = name.split('+')
   pieces = [PRE_TRANSFORMS[piece](num_tasks, task_specific, seed)
             for piece in pre]

@@ -15,6 +15,7 @@ gradients in one forward pass, and ``nnx.Optimizer.update`` forwards
 """
 
 import argparse
+import functools
 import json
 import os
 import sys
@@ -104,9 +105,13 @@ def chunk_size(steps: int, largest: int = 50) -> int:
              if steps % size == 0)
 
 
+@functools.lru_cache(maxsize=None)
 def optimizer_tx(balancer: optax.GradientTransformation,
                  config: Config) -> optax.GradientTransformation:
-  """The balancer (reporting its effective weights), then Adam."""
+  """The balancer (reporting its effective weights), then Adam.
+
+  Cached: the same balancer gives the same object, hence one compilation.
+  """
   return optax.chain(
       effective_weights.with_effective_weights(balancer, NUM_TASKS,
                                                model_lib.task_specific),
@@ -158,6 +163,14 @@ def train_method(name: str, data, config: Config, seed: int, *,
                description=f'{name} seed {seed}', progress=progress)
 
 
+@functools.lru_cache(maxsize=None)
+def _single_task_balancer() -> optax.GradientTransformation:
+  fixed = optax.inject_hyperparams(
+      mtl.fixed_weighting, static_args=('num_tasks', 'task_specific'))
+  return fixed(num_tasks=NUM_TASKS, weights=np.ones(NUM_TASKS),
+               task_specific=model_lib.task_specific)
+
+
 def train_single_task(data, config: Config, seed: int, *,
                       progress: bool = True) -> Run:
   """T single-task networks: task t's metric comes from the one trained on t alone.
@@ -167,10 +180,7 @@ def train_single_task(data, config: Config, seed: int, *,
   ignored. The weights are an injected hyper-parameter, so the T networks
   share one compiled step.
   """
-  fixed = optax.inject_hyperparams(
-      mtl.fixed_weighting, static_args=('num_tasks', 'task_specific'))
-  balancer = fixed(num_tasks=NUM_TASKS, weights=np.ones(NUM_TASKS),
-                   task_specific=model_lib.task_specific)
+  balancer = _single_task_balancer()
   metrics, losses = [], []
   seconds = 0.0
   for t, task in enumerate(multidigits.TASKS):
@@ -216,7 +226,8 @@ def compare(method_names: list[str], seeds: list[int], config: Config,
   """Trains every method with every seed; writes the table and the plots.
 
   Returns:
-    ``{'summary': ..., 'table': markdown, 'paths': [...]}``.
+    ``{'summary': ..., 'table': markdown, 'paths': [...], 'curves': {method:
+    (losses [steps, T], weights [steps, T]) averaged over seeds}}``.
   """
   os.makedirs(out_dir, exist_ok=True)
   data = multidigits.load(config.num_train, config.num_test)
@@ -240,7 +251,8 @@ def compare(method_names: list[str], seeds: list[int], config: Config,
   paths = list(report.write_tables(out_dir, summary, table))
   if plots:
     paths += report.plot(out_dir, curves, single_task['losses'])
-  return {'summary': summary, 'table': table, 'paths': paths}
+  return {'summary': summary, 'table': table, 'paths': paths,
+          'curves': curves}
 
 
 def parse_args(argv=None) -> argparse.Namespace:

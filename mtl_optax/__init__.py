@@ -1,12 +1,16 @@
 """mtl_optax: multi-task loss and gradient balancing as optax transformations."""
 
+from mtl_optax._src.aligned_mtl import aligned_mtl
 from mtl_optax._src.base import LossBalancer
 from mtl_optax._src.base import TaskStats
 from mtl_optax._src.base import WeightsState
 from mtl_optax._src.base import balancer
 from mtl_optax._src.cagrad import cagrad
+from mtl_optax._src.central_direction import central_direction
+from mtl_optax._src.config import config
 from mtl_optax._src.db_mtl import DBMTLState
 from mtl_optax._src.db_mtl import db_mtl
+from mtl_optax._src.dualproj import dualproj
 from mtl_optax._src.dwa import DWAState
 from mtl_optax._src.dwa import dwa
 from mtl_optax._src.equal_weighting import equal_weighting
@@ -25,16 +29,25 @@ from mtl_optax._src.gradvac import GradVacState
 from mtl_optax._src.gradvac import gradvac
 from mtl_optax._src.gramian import gramian
 from mtl_optax._src.gramian import weighted_sum
+from mtl_optax._src.imtl import IMTLState
+from mtl_optax._src.imtl import imtl
 from mtl_optax._src.log_scaling import log_scaling
 from mtl_optax._src.logse import logse
 from mtl_optax._src.max_norm_weighting import max_norm_weighting
+from mtl_optax._src.mgda import mgda
 from mtl_optax._src.mgda_ub import representation_balanced_grads
+from mtl_optax._src.min_norm import min_norm_weights
 from mtl_optax._src.nash_mtl import NashMTLState
 from mtl_optax._src.nash_mtl import nash_mtl
+from mtl_optax._src.pcgrad import PCGradState
+from mtl_optax._src.pcgrad import pcgrad
 from mtl_optax._src.rlw import RLWState
 from mtl_optax._src.rlw import rlw
 from mtl_optax._src.task_grads import value_and_task_grads
+from mtl_optax._src.task_tensioner import TaskTensionerState
+from mtl_optax._src.task_tensioner import task_tensioner
 from mtl_optax._src.uncertainty_weighting import UncertaintyWeightingState
 from mtl_optax._src.uncertainty_weighting import uncertainty_weighting
+from mtl_optax._src.upgrad import upgrad
 
 __version__ = '0.1.0'

@@ -84,5 +84,43 @@ METHODS = [
            _props(SCALE_LINEAR)),
     Method('graddrop', mtl.graddrop, {'leak': 0.0}, False,
            _props(PERMUTATION_INVARIANT, SCALE_LINEAR)),
+    Method('mgda', mtl.mgda, {'normalization': 'none'}, False,
+           _props(NON_CONFLICTING, PERMUTATION_INVARIANT, SCALE_LINEAR,
+                  MIN_NORM)),
+    # Normalised MGDA: Ĝ chooses α, the raw gradients are combined, so no
+    # non-conflict promise (mgda docstring, Decision).
+    Method('mgda.l2', mtl.mgda, {'normalization': 'l2'}, False,
+           _props(PERMUTATION_INVARIANT, SCALE_LINEAR)),
+    Method('mgda.loss+', mtl.mgda, {'normalization': 'loss+'}, True,
+           _props(PERMUTATION_INVARIANT, SCALE_LINEAR)),
+    Method('central_direction', mtl.central_direction, {}, False,
+           _props(NON_CONFLICTING, PERMUTATION_INVARIANT, SCALE_LINEAR)),
+    # Unit-length tensions: not linear under scaling (after period steps).
+    Method('task_tensioner', mtl.task_tensioner,
+           {'base': 'central_direction', 'alpha': 0.3, 'period': 1}, True,
+           _props(NON_CONFLICTING, PERMUTATION_INVARIANT)),
+    Method('task_tensioner.mgda', mtl.task_tensioner,
+           {'base': 'mgda', 'alpha': 0.3, 'period': 1}, True,
+           _props(NON_CONFLICTING, PERMUTATION_INVARIANT)),
+    Method('pcgrad', mtl.pcgrad, {'key': 0}, False, _props(SCALE_LINEAR)),
+    Method('imtl.gradient', mtl.imtl, {'mode': 'gradient'}, False,
+           _props(PERMUTATION_INVARIANT, SCALE_LINEAR)),
+    Method('imtl.loss', mtl.imtl, {'mode': 'loss', 'learning_rate': 1e-2},
+           True, _props(PERMUTATION_INVARIANT, SCALE_LINEAR)),
+    Method('imtl.hybrid', mtl.imtl, {'mode': 'hybrid', 'learning_rate': 1e-2},
+           True, _props(PERMUTATION_INVARIANT, SCALE_LINEAR)),
+    # reg_eps=0: the default ridge (1e-4, TorchJD's) allows conflicts of up to
+    # reg_eps·tr(G)·w_t, beyond the suite's tolerance when the update is short.
+    Method('upgrad', mtl.upgrad, {'reg_eps': 0.0}, False,
+           _props(NON_CONFLICTING, PERMUTATION_INVARIANT, SCALE_LINEAR)),
+    # reg_eps=0: the default ridge (1e-4, TorchJD's) allows conflicts of up to
+    # reg_eps·tr(G)·w_t, beyond the suite's tolerance when the update is short.
+    Method('dualproj', mtl.dualproj, {'reg_eps': 0.0}, False,
+           _props(NON_CONFLICTING, PERMUTATION_INVARIANT, SCALE_LINEAR)),
+    Method('aligned_mtl', mtl.aligned_mtl, {}, False,
+           _props(PERMUTATION_INVARIANT, SCALE_LINEAR)),
+    # Non-conflicting when the gradients are linearly independent (T <= P).
+    Method('config', mtl.config, {}, False,
+           _props(NON_CONFLICTING, PERMUTATION_INVARIANT, SCALE_LINEAR)),
     # New methods above this line, one Method(...) each.
 ]

@@ -105,11 +105,17 @@ def test_equals_brute_force_for_every_balancer(name):
   assert np.all(np.isfinite(state.weights))
 
 
+def _heads_losses_with_aux(head_params, z, targets):
+  losses = _heads_losses(head_params, z, targets)
+  return losses, {'total': jnp.sum(losses)}
+
+
 @functools.cache
 def _mgda_ub_step():
+  """MGDA-UB with an auxiliary output, compiled once for the tests below."""
   balancer = mtl.mgda(NUM_TASKS)
   step = jax.jit(mtl.representation_balanced_grads(
-      balancer, _encoder, _heads_losses))
+      balancer, _encoder, _heads_losses_with_aux, has_aux=True))
   return balancer.init(None), step
 
 
@@ -136,23 +142,17 @@ def test_mgda_ub_weights_are_the_min_norm_point_of_the_z_gramian():
 
 def test_heads_get_their_own_task_gradient_and_aux_passes_through():
   encoder_params, head_params, inputs, targets = _problem()
-
-  def heads_with_aux(head_params, z, targets):
-    losses = _heads_losses(head_params, z, targets)
-    return losses, {'total': jnp.sum(losses)}
-
-  balancer = mtl.mgda(NUM_TASKS)
-  step = jax.jit(mtl.representation_balanced_grads(
-      balancer, _encoder, heads_with_aux, has_aux=True))
+  init_state, step = _mgda_ub_step()
   (losses, aux), (_, head_grads), _ = step(
-      encoder_params, head_params, balancer.init(None), inputs, targets)
+      encoder_params, head_params, init_state, inputs, targets)
   np.testing.assert_allclose(aux['total'], jnp.sum(losses), rtol=1e-6)
+  # Column t of the head kernel (and bias entry t) belongs to task t.
+  per_task = jax.jacrev(lambda h: _total_losses(
+      encoder_params, h, inputs, targets))(head_params)
   for t in range(NUM_TASKS):
-    own = jax.grad(lambda h: _total_losses(  # Column t belongs to task t.
-        encoder_params, h, inputs, targets)[t])(head_params)
     np.testing.assert_allclose(head_grads['kernel'][:, t],
-                               own['kernel'][:, t], rtol=1e-5)
-    np.testing.assert_allclose(head_grads['bias'][t], own['bias'][t],
+                               per_task['kernel'][t, :, t], rtol=1e-5)
+    np.testing.assert_allclose(head_grads['bias'][t], per_task['bias'][t, t],
                                rtol=1e-5)
 
 

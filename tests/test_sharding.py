@@ -136,7 +136,7 @@ def _single_device(method_name):
   """The reference: ``(task_losses, updates, state)`` of an unsharded step."""
   tx = _make(method_name)
   params = _params()
-  return _step(tx, None)(params, jax.jit(tx.init)(params), *_batch())
+  return _step(tx, None)(params, tx.init(params), *_batch())
 
 
 def _sharded(method_name, layout, axis_type):
@@ -146,8 +146,9 @@ def _sharded(method_name, layout, axis_type):
   params = jax.tree.map(
       lambda leaf, spec: jax.device_put(leaf, NamedSharding(mesh, spec)),
       _params(), _param_specs(layout))
-  # The state is created the way a user would: jit(init) on placed params.
-  state = jax.jit(tx.init)(params)
+  # Eagerly, as a user would: state leaves shaped like the parameters
+  # (DB-MTL's T x P EMA) inherit their sharding.
+  state = tx.init(params)
   if layout == 'task':
     # The same task gradients as the reference step computes, T-sharded.
     task_losses, task_grads = _task_losses_and_grads()
@@ -222,7 +223,7 @@ def test_fsdp_gramian_is_a_task_by_task_all_reduce(axis_type):
   params = jax.tree.map(
       lambda leaf, spec: jax.device_put(leaf, NamedSharding(mesh, spec)),
       _params(), _param_specs('fsdp'))
-  state = jax.jit(tx.init)(params)
+  state = tx.init(params)
   batch = NamedSharding(mesh, P('data'))
   x, y = (jax.device_put(a, batch) for a in _batch())
   step = _step(tx, axis_type)

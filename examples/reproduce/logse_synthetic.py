@@ -40,8 +40,11 @@ SIGMA_2 = (100.0, 50.0, 25.0)
 X_RANGE = (-500.0, 700.0)
 # Both targets are multiplied by this, so that task 1 peaks at 1 and task 2
 # at σ1/σ2 ∈ {1, 2, 4}: the ratio of the tasks' scales is the paper's, while
-# the absolute scale (raw peaks of 0.004) suits float32 and Adam. Errors are
-# reported in these units.
+# the absolute scale suits float32 and Adam (on the raw scale, peaks of 0.004
+# and MSEs near 1e-6, Adam's ε and float32 noise dominated the late epochs).
+# MSE, LogSE and fixed weights under Adam do not depend on a common factor;
+# uncertainty weighting does (its log-variances start at 0 and must reach
+# log L).
 TARGET_SCALE = np.sqrt(2.0 * np.pi) * SIGMA_1
 FIXED_RATIOS = tuple(2.0 ** np.arange(-6, 3))  # w_2 / w_1 on the grid
 HIDDEN = 32
@@ -180,7 +183,11 @@ def run(args) -> dict:
                                   val_data, test_data)
     val = np.asarray(val).reshape(len(seeds), len(grid), args.epochs, 2)
     test = np.asarray(test).reshape(len(seeds), len(grid), args.epochs, 2)
-    best = int(np.argmin(val[:, :, -1].mean(axis=(0, 2))))
+    # Selected on a scale-free criterion, the validation MSE of each task over
+    # its target variance (1 − R²), averaged: on the paper's own error (the
+    # mean of the raw MSEs) the equal weights win by construction.
+    variance = np.var(np.asarray(train_data[1]), axis=0)
+    best = int(np.argmin((val[:, :, -1] / variance).mean(axis=(0, 2))))
     curves['best fixed'] = test[:, best]
     results[sigma_2] = {'curves': curves, 'best_ratio': FIXED_RATIOS[best]}
   return results
@@ -215,7 +222,7 @@ def table(results, args, seconds) -> str:
       f'σ1/σ2); trunk 1→{HIDDEN}→{HIDDEN} tanh, heads {HIDDEN}→{HIDDEN // 2}'
       f'→1; Adam lr {args.lr:g}, batch {args.batch_size}, {args.epochs} '
       f'epochs; mean over {args.seeds} seeds. Error = mean of the two test '
-      'MSEs, unfairness = |err₁ − err₂| (test), in target units × 10⁻³.', '']
+      'MSEs, unfairness = |err₁ − err₂| (test), both × 10⁻³.', '']
   for sigma_2, result in results.items():
     curves = result['curves']
     mse_final = curves['mse'].mean(axis=(0, 2))[-1]
@@ -265,8 +272,8 @@ def plot(results, path):
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--seeds', type=int, default=5)
-  parser.add_argument('--epochs', type=int, default=40)
-  parser.add_argument('--points', type=int, default=5000)
+  parser.add_argument('--epochs', type=int, default=30)
+  parser.add_argument('--points', type=int, default=4000)
   parser.add_argument('--batch-size', type=int, default=64)
   parser.add_argument('--lr', type=float, default=1e-3)
   parser.add_argument('--out', default=os.path.join(HERE, 'results'))

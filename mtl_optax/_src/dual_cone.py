@@ -7,8 +7,9 @@ The dual cone of the task gradients is ``{x : g_t·x >= 0 for every t}``. For
   ``v = argmin_{v >= u} vᵀ G v``                                     (1)
 
 (Quinton and Rey, "Jacobian Descent for Multi-Objective Optimization", 2024,
-Proposition 1), a T x T problem that only needs the Gramian. UPGrad projects
-every ``e_t / T`` and sums; DualProj projects ``1 / T``.
+which computes the projection through the Gramian this way), a T x T
+problem. UPGrad projects every ``e_t / T`` and sums; DualProj projects
+``1 / T``.
 
 Conventions (those of TorchJD, which the reference values of issue 6 follow):
 
@@ -16,27 +17,31 @@ Conventions (those of TorchJD, which the reference values of issue 6 follow):
   the gradients, and ``reg_eps × I`` is added, 1e-4 by default. The
   regulariser makes (1) strictly convex, but it is part of the problem: the
   KKT conditions give ``(G v)_t >= -reg_eps · tr(G) · v_t``, so with the
-  default an update may conflict with a task by that little. ``reg_eps = 0``
-  gives the exact projection, up to a floor of ``MIN_REG_EPS = 1e-7`` (the
-  float32 resolution of a trace-normalised matrix) that keeps the systems of
-  rank-deficient or zero Gramians solvable.
+  default an update may conflict with a task by that little. Relative to one
+  task's squared norm the ridge is about ``T × reg_eps``, so it matters more
+  with many tasks (and the solver then frees more coordinates: slower).
+  ``reg_eps = 0`` gives the exact projection, up to a floor of
+  ``MIN_REG_EPS = 1e-7`` (the float32 resolution of a trace-normalised
+  matrix) that keeps the systems of rank-deficient or zero Gramians solvable.
 * A zero Gramian gives ``v = u``.
 
 The solver is the active-set method of Lawson and Hanson for non-negative
 least squares, applied to ``z = v - u >= 0``:
 ``min ½ zᵀAz + zᵀ(Au)`` with ``A = G/tr(G) + reg_eps·I``. It keeps ``z``
-feasible and each iteration solves the unconstrained problem on the current
-free set (one T x T linear solve): if that solution is positive, it is
-accepted and the most violated KKT condition frees one more coordinate;
-otherwise the step moves towards it until a coordinate hits zero, which
-leaves the free set. The objective decreases at every step and the active
-sets never repeat, so it ends after finitely many steps: on the problems of
-the tests, at most about T. It stops when every KKT condition holds to a
-relative tolerance, or after ``max_iters`` iterations, or when rounding makes
-the coordinate just freed come back non-positive (then no further progress
-is possible in float32). Everything is ``lax.while_loop``, ``jnp.where``
-and ``jnp.linalg.solve``: it runs under ``jit`` and ``vmap`` (over several
-lower bounds, as UPGrad does).
+feasible; each iteration takes the unconstrained minimiser on the current
+free set: if it is positive, it is accepted and the coordinate with the most
+violated KKT condition is freed; otherwise the step moves towards it until a
+coordinate hits zero, and that one is fixed. The objective decreases and
+the free sets never repeat, so it ends after finitely many steps (on random
+problems about T/2 + 2, one per coordinate that ends up free). The inverse
+of ``A`` on the free set is kept up to date by one rank-one term per step
+(bordering when a coordinate is freed, its reverse when one is fixed), plus
+one step of iterative refinement against ``A``, so a step costs O(T²), not a
+new O(T³) factorisation. It stops when every KKT condition holds to a
+relative tolerance, after ``max_iters`` steps, or when rounding makes the
+coordinate just freed come back non-positive (float32 cannot make progress
+then). It is ``lax.while_loop`` and ``jnp.where`` only: it runs under
+``jit`` and ``vmap`` (over several lower bounds, as UPGrad does).
 """
 
 from typing import NamedTuple
@@ -88,46 +93,22 @@ def _free_set_minimiser(matrix, linear, free, inverse):
 
   One product with the maintained inverse, then one step of iterative
   refinement against ``A`` itself, which removes most of the error the
-  inverse has accumulated through its updates.
+  inverse accumulates through its updates.
   """
   target = jnp.where(free, -(inverse @ jnp.where(free, linear, 0.0)), 0.0)
   residual = jnp.where(free, -linear - matrix @ target, 0.0)
   return jnp.where(free, target + inverse @ residual, 0.0)
 
 
-def _free_coordinate(matrix, free, inverse, index):
-  """Inverse of ``A`` on ``F ∪ {index}`` from the one on ``F`` (bordering).
-
-  With ``h = A_FF⁻¹ A_F,j`` and the Schur complement ``s = A_jj − A_jF h``,
-  the new inverse is ``A_FF⁻¹ + h hᵀ/s`` with border ``−h/s`` and corner
-  ``1/s``: ``inverse − e_j e_jᵀ + (h − e_j)(h − e_j)ᵀ / s``.
-  """
-  column = jnp.where(free, matrix[:, index], 0.0)
-  border = jnp.where(free, inverse @ column, 0.0)
-  # s >= reg_eps in exact arithmetic, since A - reg_eps·I is PSD.
-  schur = jnp.maximum(matrix[index, index] - column @ border, MIN_REG_EPS)
-  unit = jax.nn.one_hot(index, free.shape[0], dtype=inverse.dtype)
-  bordered = border - unit
-  return inverse - jnp.outer(unit, unit) + jnp.outer(bordered, bordered) / schur
-
-
-def _fix_coordinate(free, inverse, index):
-  """Inverse of ``A`` on ``F`` without ``index``, from the one on ``F``."""
-  column = jnp.where(free, inverse[:, index], 0.0)
-  reduced = inverse - jnp.outer(column, column) / column[index]
-  unit = jax.nn.one_hot(index, free.shape[0], dtype=bool)
-  on_border = unit[:, None] | unit[None, :]
-  return jnp.where(on_border, jnp.eye(free.shape[0], dtype=inverse.dtype),
-                   reduced)
-
-
 def _step(matrix, lower, linear, it: _Iterate) -> _Iterate:
   num_tasks = lower.shape[0]
+  positions = jnp.arange(num_tasks)
   target = _free_set_minimiser(matrix, linear, it.free, it.inverse)
   target_feasible = jnp.all(jnp.where(it.free, target > 0, True))
 
-  # Accept the free-set minimiser; free the most violated KKT condition:
-  # the negative gradient -(A v)_t > 0 at a coordinate held at z_t = 0.
+  # Either accept the free-set minimiser and free the coordinate with the
+  # most violated KKT condition, the negative gradient -(A v)_t > 0 where
+  # z_t = 0 ...
   weights = lower + target
   descent = -(matrix @ weights)
   tolerance = _KKT_RTOL * jnp.max(jnp.diagonal(matrix)) * jnp.max(
@@ -135,40 +116,51 @@ def _step(matrix, lower, linear, it: _Iterate) -> _Iterate:
   violated = ~it.free & (descent > tolerance)
   any_violated = jnp.any(violated)
   to_free = jnp.argmax(jnp.where(violated, descent, -jnp.inf))
-  freed_inverse = _free_coordinate(matrix, it.free, it.inverse, to_free)
-  accepted = _Iterate(
-      offset=target,
-      free=it.free | (any_violated & (jnp.arange(num_tasks) == to_free)),
-      inverse=jnp.where(any_violated, freed_inverse, it.inverse),
-      last_freed=jnp.where(any_violated, to_free, it.last_freed),
-      just_freed=any_violated,
-      iteration=it.iteration + 1,
-      converged=~any_violated,
-      stalled=it.stalled)
 
-  # Move from z towards the minimiser until the first free coordinate reaches
-  # zero, and fix that one there.
+  # ... or move from z towards the minimiser until the first free coordinate
+  # reaches zero, and fix that one there.
   blocking = it.free & (target <= 0)
   ratios = jnp.where(
       blocking, numerics.safe_div(it.offset, it.offset - target), jnp.inf)
   to_fix = jnp.argmin(ratios)
-  step = ratios[to_fix]
-  moved = jnp.maximum(it.offset + step * (target - it.offset), 0.0)
-  still_free = it.free & (jnp.arange(num_tasks) != to_fix)
+  moved = jnp.maximum(it.offset + ratios[to_fix] * (target - it.offset), 0.0)
+
+  # Both change the inverse of A on the free set by one rank-one term and one
+  # diagonal entry. Freeing j (bordering, with h = A_FF⁻¹ A_Fj and the Schur
+  # complement s = A_jj − A_jF h): H − e_j e_jᵀ + (h − e_j)(h − e_j)ᵀ / s.
+  # Fixing k (c = H e_k): H − c cᵀ / c_k + e_k e_kᵀ.
+  column = jnp.where(it.free, matrix[:, to_free], 0.0)
+  border = jnp.where(it.free, it.inverse @ column, 0.0)
+  # s >= reg_eps in exact arithmetic, since A − reg_eps·I is PSD.
+  schur = jnp.maximum(matrix[to_free, to_free] - column @ border, MIN_REG_EPS)
+  fixed_column = jnp.where(it.free, it.inverse[:, to_fix], 0.0)
+  index = jnp.where(target_feasible, to_free, to_fix)
+  vector = jnp.where(target_feasible,
+                     border - (positions == to_free), fixed_column)
+  coefficient = jnp.where(
+      target_feasible, jnp.where(any_violated, 1.0 / schur, 0.0),
+      -numerics.safe_div(1.0, fixed_column[to_fix]))
+  corner = jnp.where(target_feasible, jnp.where(any_violated, -1.0, 0.0), 1.0)
+  unit = positions == index
+  inverse = (it.inverse + coefficient * jnp.outer(vector, vector)
+             + corner * (unit[:, None] & unit[None, :]))
+
+  freed = it.free | (any_violated & (positions == to_free))
+  still_free = it.free & (positions != to_fix)
   # The coordinate freed last must enter with a positive value; if rounding
   # says otherwise, float32 cannot make progress: stop at the current z.
-  stalled = it.just_freed & blocking[it.last_freed]
-  shortened = _Iterate(
-      offset=jnp.where(still_free, moved, 0.0),
-      free=still_free,
-      inverse=_fix_coordinate(it.free, it.inverse, to_fix),
-      last_freed=it.last_freed,
-      just_freed=jnp.zeros([], bool),
+  stalled = ~target_feasible & it.just_freed & blocking[it.last_freed]
+  return _Iterate(
+      offset=jnp.where(target_feasible, target,
+                       jnp.where(still_free, moved, 0.0)),
+      free=jnp.where(target_feasible, freed, still_free),
+      inverse=inverse,
+      last_freed=jnp.where(target_feasible & any_violated, to_free,
+                           it.last_freed),
+      just_freed=target_feasible & any_violated,
       iteration=it.iteration + 1,
-      converged=it.converged,
-      stalled=stalled)
-  return jax.tree.map(
-      lambda a, b: jnp.where(target_feasible, a, b), accepted, shortened)
+      converged=target_feasible & ~any_violated,
+      stalled=it.stalled | stalled)
 
 
 def project(matrix: jax.Array, lower: jax.Array, max_iters: int) -> Solution:
@@ -203,3 +195,21 @@ def project(matrix: jax.Array, lower: jax.Array, max_iters: int) -> Solution:
   end = lax.while_loop(
       running, lambda it: _step(matrix, lower, linear, it), start)
   return Solution(lower + end.offset, end.iteration, end.converged)
+
+
+# Lower bounds solved side by side hold one [T, T] inverse each; beyond this
+# many floats in flight they go through lax.map in chunks.
+_MAX_BATCH_FLOATS = 2 ** 22
+
+
+def project_each(matrix: jax.Array, lowers: jax.Array,
+                 max_iters: int) -> Solution:
+  """:func:`project` for every row of ``lowers`` (``[K, T]``), same ``A``.
+
+  Vectorised; for large T the rows go through ``lax.map`` in chunks so that
+  the K inverses in flight stay under ``_MAX_BATCH_FLOATS`` floats.
+  """
+  num_rows, num_tasks = lowers.shape
+  batch_size = max(1, min(num_rows, _MAX_BATCH_FLOATS // num_tasks ** 2))
+  return lax.map(lambda lower: project(matrix, lower, max_iters), lowers,
+                 batch_size=batch_size)

@@ -59,10 +59,8 @@ def dualproj(
     >>> tx = mtl.dualproj(2, reg_eps=0.0)
     >>> grads = jnp.array([[1.0, 0.0], [-2.0, 1.0]])  # the mean conflicts
     >>> updates, state = tx.update(grads, tx.init(jnp.zeros(2)))
-    >>> state.weights.round(4)  # (1/2, 1/2) lifted to (1, 1/2)
+    >>> state.weights.round(4)  # (1/2, 1/2) lifted to (1, 1/2): d ⟂ g_1
     Array([1. , 0.5], dtype=float32)
-    >>> updates.round(4)  # orthogonal to the first gradient
-    Array([0. , 0.5], dtype=float32)
   """
   base.check_num_tasks(num_tasks)
   base.check_range('reg_eps', reg_eps, 0.0)

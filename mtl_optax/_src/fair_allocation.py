@@ -39,10 +39,9 @@ RIDGE = 1e-6
 # Shares below e^-60 relative to the largest are treated as e^-60 (float32
 # cannot resolve the weight of such a task next to the others anyway).
 _LOG_SHARE_FLOOR = -60.0
-# Newton steps with a decrement below this skip the line search: they are in
-# the region of quadratic convergence, where the full step is safe and float32
-# rounding would make an Armijo test unreliable.
-_FULL_STEP_DECREMENT = 0.25
+# Below this scaled residual, a Newton step that fails to halve the residual
+# means float32 rounding has been reached: the solver stops there.
+_NEAR_ROOT = 1e-3
 _ARMIJO = 0.25
 _MAX_HALVINGS = 40
 
@@ -81,7 +80,9 @@ def solve(cos: jax.Array, shares: jax.Array, alpha, *, max_iters: int,
     shares: ``[T]`` positive shares ``s``, at most 1.
     alpha: ``α > 0`` (may be traced).
     max_iters: Newton steps at most.
-    tol: stop when every equation holds to this relative residual.
+    tol: stop when every equation holds to this residual, relative to the
+      size of its terms; the solver also stops once float32 rounding is
+      reached (a Newton step near the root that fails to halve it).
 
   Returns:
     ``(v, num_steps)``.
@@ -91,10 +92,20 @@ def solve(cos: jax.Array, shares: jax.Array, alpha, *, max_iters: int,
   power = 1.0 - inverse_alpha  # φ_α(v) = (v^power − 1) / power.
   matrix = cos + RIDGE * num_tasks * jnp.eye(num_tasks, dtype=cos.dtype)
 
-  def potential(v):
-    log_v = jnp.log(v)
-    utility = log_v * _relative_expm1(power * log_v)
-    return 0.5 * v @ matrix @ v - jnp.sum(shares * utility)
+  def potential_change(v, step, length):
+    """``F(v + length·step) − F(v)``, without the cancellation of a difference.
+
+    The quadratic part is expanded; for the utility part,
+    ``φ(v(1+r)) − φ(v) = v^power · L · (e^{power·L} − 1)/(power·L)`` with
+    ``L = log1p(r)``, accurate however small ``r`` is. So the Armijo test
+    stays meaningful down to float32's last bits.
+    """
+    move = length * step
+    quadratic = move @ matrix @ v + 0.5 * move @ matrix @ move
+    log_ratio = jnp.log1p(move / v)
+    utility = jnp.exp(power * jnp.log(v)) * log_ratio * _relative_expm1(
+        power * log_ratio)
+    return quadratic - jnp.sum(shares * utility)
 
   def demand(v):  # s ⊙ v^{-1/α}, the right-hand side.
     return shares * jnp.exp(-inverse_alpha * jnp.log(v))
@@ -121,22 +132,21 @@ def solve(cos: jax.Array, shares: jax.Array, alpha, *, max_iters: int,
     return grad, step, decrement
 
   def step_length(v, step, decrement):
-    # Largest step that keeps v > 0, shortened by 1 %.
+    # Largest step that keeps v > 0, shortened by 1 %, then backtracking.
     shrinking = step < 0
     limits = jnp.where(shrinking, -v / jnp.where(shrinking, step, -1.0),
                        jnp.inf)
     length = jnp.minimum(1.0, 0.99 * jnp.min(limits))
-    start = potential(v)
 
     def too_long(carry):
       length, halvings = carry
-      worse = potential(v + length * step) > (
-          start - _ARMIJO * length * decrement)
+      worse = potential_change(v, step, length) > (
+          -_ARMIJO * length * decrement)
       return worse & (halvings < _MAX_HALVINGS)
 
-    searched, _ = lax.while_loop(
+    length, _ = lax.while_loop(
         too_long, lambda c: (0.5 * c[0], c[1] + 1), (length, 0))
-    return jnp.where(decrement < _FULL_STEP_DECREMENT, length, searched)
+    return length
 
   def not_done(carry):
     _, _, num_steps, done = carry
@@ -149,9 +159,9 @@ def solve(cos: jax.Array, shares: jax.Array, alpha, *, max_iters: int,
     new_v = v + length * step
     new_v = jnp.where(jnp.all(jnp.isfinite(new_v) & (new_v > 0)), new_v, v)
     new_residual = scaled_residual(new_v)
-    # A full Newton step that fails to halve the residual has hit rounding.
-    stalled = (decrement < _FULL_STEP_DECREMENT) & (
-        new_residual > 0.5 * residual)
+    # Close to the root, Newton at least halves the residual at every step;
+    # when it no longer does, float32 rounding has been reached.
+    stalled = (new_residual < _NEAR_ROOT) & (new_residual > 0.5 * residual)
     done = (new_residual <= tol) | stalled
     return new_v, new_residual, num_steps + 1, done
 

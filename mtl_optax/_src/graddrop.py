@@ -123,7 +123,7 @@ def graddrop(
                 **extra_args):
     del params, extra_args
     base.check_task_axis(name, num_tasks, task_grads)
-    base.check_task_losses(name, num_tasks, task_losses, False)
+    losses = base.check_task_losses(name, num_tasks, task_losses, False)
     flags = base.task_specific_flags(task_specific, task_grads)
     shared, specific = base.split_leaves(flags, task_grads)
     if not shared:
@@ -137,7 +137,9 @@ def graddrop(
     weights = leak + (1.0 - leak) * _kept_shares(
         kept_squares, total_squares, largests)
 
-    finite = numerics.all_finite(*jax.tree.leaves(task_grads))
+    # Losses are not used, but a non-finite one marks a bad step, as in
+    # balancer().
+    finite = numerics.all_finite(losses, *jax.tree.leaves(task_grads))
     # A NaN in every entry, so that optax.apply_if_finite skips the step.
     poison = jnp.where(finite, 1.0, jnp.nan)
     shared_updates = [(update * poison).astype(leaf.dtype)

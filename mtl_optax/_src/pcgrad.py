@@ -1,6 +1,6 @@
 """PCGrad: project each task gradient off the ones it conflicts with, then sum."""
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -13,7 +13,17 @@ from mtl_optax._src import numerics
 
 class PCGradState(NamedTuple):
   weights: jax.Array  # shape=[T], dtype=float32
-  key: jax.Array  # a PRNG key (typed or raw uint32[2]); split every step
+  key: jax.Array  # shape=[2], dtype=uint32; a raw PRNG key, split every step
+
+
+def _raw_key(key: Any) -> jax.Array:
+  """A ``uint32[2]`` key from an int seed, a raw key or a typed key."""
+  key = key if isinstance(key, jax.Array) else jnp.asarray(key)
+  if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+    return jax.random.key_data(key)
+  if jnp.ndim(key) == 0:
+    return jax.random.PRNGKey(key)
+  return key.astype(jnp.uint32)
 
 
 def _projected_coefficients(gram: jax.Array, task: jax.Array,
@@ -54,7 +64,7 @@ def pcgrad_weights(gram: jax.Array, key: jax.Array) -> jax.Array:
 def pcgrad(
     num_tasks: int,
     *,
-    key: jax.Array | None = None,
+    key: Any = 0,
     task_specific: base.TaskSpecific = None,
 ) -> optax.GradientTransformationExtraArgs:
   r"""Projecting Conflicting Gradients: the sum of the de-conflicted gradients.
@@ -78,8 +88,8 @@ def pcgrad(
 
   Randomness: each task gets its own order of the others (as Algorithm 1
   draws one per task), from a key kept in the state and split every step.
-  The default key is ``jax.random.key(0)``, so runs are reproducible; pass
-  your own for independent runs. With T = 2 the order does not matter.
+  The default seed is 0, so runs are reproducible; pass your own key for
+  independent runs. With T = 2 the order does not matter.
 
   Properties: linear under scaling (projections are scale-free); not
   permutation invariant for T > 2 (the orders are random); not
@@ -88,7 +98,8 @@ def pcgrad(
 
   Args:
     num_tasks: T.
-    key: PRNG key for the projection orders; default ``jax.random.key(0)``.
+    key: PRNG key for the projection orders (raw ``uint32[2]`` or typed) or an
+      int seed; default 0.
     task_specific: leaves that belong to one task (see :func:`balancer`).
 
   Returns:
@@ -105,9 +116,10 @@ def pcgrad(
   """
   base.check_num_tasks(num_tasks)
 
+  start_key = _raw_key(key)
+
   def init_state(params):
     del params
-    start_key = jax.random.key(0) if key is None else key
     return PCGradState(weights=jnp.zeros([num_tasks], jnp.float32),
                        key=start_key)
 

@@ -13,8 +13,7 @@ def upgrad_weights(gram: jax.Array, reg_eps, max_iters: int) -> jax.Array:
   num_tasks = gram.shape[0]
   matrix = dual_cone.normalised_gram(gram, reg_eps)
   lowers = jnp.eye(num_tasks, dtype=jnp.float32) / num_tasks
-  solutions = jax.vmap(dual_cone.project, in_axes=(None, 0, None))(
-      matrix, lowers, max_iters)
+  solutions = dual_cone.project_each(matrix, lowers, max_iters)
   return jnp.sum(solutions.weights, axis=0)
 
 

@@ -1,0 +1,217 @@
+"""MultiDigits on every device JAX sees: data-parallel or FSDP-style.
+
+The model (``model.py``: a shared trunk, three heads) and the balancer
+(``--method``, any name of ``methods.py``) are those of ``train.py``. Only the
+placement of the arrays changes, and the balancer's code does not:
+
+* ``--mode data``: parameters (and optimizer state) replicated, each batch
+  split over the devices along a ``'data'`` axis. XLA all-reduces the per-task
+  gradients.
+* ``--mode fsdp``: a ``('data', 'model')`` mesh. Each parameter is sharded
+  along ``'model'`` (on its largest dimension that the axis divides), and so
+  are the per-task gradients, the optimizer state and a DB-MTL EMA; the batch
+  is split over both axes. The forward pass gathers the weights it needs;
+  the task Gramian is an all-reduce of ``T x T`` partial sums, and no device
+  ever holds the full ``T x P`` gradients.
+
+The mesh comes from ``jax.make_mesh``, whose axes are Explicit: a sharding is
+part of each array's type, so the script says where the gathers happen.
+
+On a CPU-only machine the script asks XLA for 8 simulated devices (the flag
+only affects the host platform; GPUs and TPUs are used as they are)::
+
+  python examples/train_sharded.py --mode fsdp --method mgda --steps 20
+
+Many hosts (a TPU pod slice, a GPU cluster). Run the same command on every
+host with ``--distributed``. It calls ``jax.distributed.initialize()`` before
+anything else touches JAX; on Cloud TPU, SLURM and Open MPI the coordinator,
+the number of processes and this process's id are detected, elsewhere pass
+them through the environment as documented by ``jax.distributed.initialize``
+(``JAX_COORDINATOR_ADDRESS=host0:1234``, ``JAX_NUM_PROCESSES``,
+``JAX_PROCESS_ID``)::
+
+  # on host i of N, e.g. under SLURM or by hand:
+  JAX_COORDINATOR_ADDRESS=host0:1234 JAX_NUM_PROCESSES=N JAX_PROCESS_ID=i \\
+    python examples/train_sharded.py --distributed --mode fsdp --method mgda
+
+``jax.devices()`` then lists the devices of every host and the mesh spans
+them. Every host computes the same global batch indices (same seed) and
+loads only its own slice of the batch; ``jax.make_array_from_process_local_data``
+assembles the global batch from the slices. Parameters start from the same
+seed on every host. Only process 0 prints. Nothing in ``mtl_optax`` changes:
+the Gramian's all-reduce and the weighted sum run where the gradient shards
+live.
+"""
+
+import argparse
+import os
+import sys
+import time
+
+_FLAG = '--xla_force_host_platform_device_count=8'
+if _FLAG.split('=')[0] not in os.environ.get('XLA_FLAGS', ''):
+  os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') + ' ' + _FLAG).strip()
+
+import jax  # pylint: disable=g-import-not-at-top
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+
+import mtl_optax as mtl
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import methods  # pylint: disable=g-import-not-at-top,wrong-import-position
+import model as model_lib  # pylint: disable=g-import-not-at-top
+import multidigits  # pylint: disable=g-import-not-at-top
+
+NUM_TASKS = len(multidigits.TASKS)
+
+
+def make_mesh(mode: str) -> jax.sharding.Mesh:
+  """All devices: ``('data',)`` or ``('data', 'model')`` (model axis <= 4)."""
+  count = jax.device_count()
+  if mode == 'data':
+    return jax.make_mesh((count,), ('data',))
+  model_size = max(size for size in (1, 2, 4) if count % size == 0)
+  return jax.make_mesh((count // model_size, model_size), ('data', 'model'))
+
+
+def param_spec(leaf: jax.Array, mesh: jax.sharding.Mesh) -> P:
+  """FSDP: shard the largest dimension the ``'model'`` axis divides."""
+  if 'model' not in mesh.axis_names:
+    return P()
+  size = mesh.shape['model']
+  dims = [d for d in range(leaf.ndim) if leaf.shape[d] % size == 0]
+  if not dims:
+    return P()  # A bias of size 1: replicated.
+  dim = max(dims, key=lambda d: leaf.shape[d])
+  return P(*([None] * dim + ['model']))
+
+
+def batch_spec(mesh: jax.sharding.Mesh) -> P:
+  return P(tuple(mesh.axis_names))  # The batch over every device.
+
+
+def gather(params, mesh):
+  """FSDP's all-gather before the forward pass (a no-op when replicated).
+
+  With Explicit axes a matmul over a sharded contraction dimension is a type
+  error rather than a silent choice, so the gather is written out; its
+  transpose in the backward pass scatters each task's gradient back to the
+  parameter's sharding.
+  """
+  replicated = NamedSharding(mesh, P())
+  return jax.tree.map(lambda leaf: jax.sharding.reshard(leaf, replicated),
+                      params)
+
+
+def make_train_step(graphdef, tx, mesh):
+
+  @jax.jit
+  def train_step(params, opt_state, batch):
+    def task_losses_fn(params):
+      outputs = nnx.merge(graphdef, gather(params, mesh))(batch[0])
+      return model_lib.task_losses(outputs, batch)
+
+    task_losses, task_grads = mtl.value_and_task_grads(task_losses_fn)(params)
+    updates, opt_state = tx.update(task_grads, opt_state, params,
+                                   task_losses=task_losses)
+    return optax.apply_updates(params, updates), opt_state, task_losses
+
+  return train_step
+
+
+def balancer_weights(opt_state):
+  """The ``weights`` field of the last balancer state in ``opt_state``."""
+  found = None
+  for node in jax.tree.leaves(opt_state, is_leaf=lambda x: hasattr(
+      x, 'weights') and hasattr(x, '_fields')):
+    if hasattr(node, 'weights') and hasattr(node, '_fields'):
+      found = node.weights
+  return found
+
+
+def global_batch(split: multidigits.Split, indices: np.ndarray, mesh):
+  """This process's slice of the batch, assembled into global arrays."""
+  process, processes = jax.process_index(), jax.process_count()
+  local = np.array_split(indices, processes)[process]
+  sharding = NamedSharding(mesh, batch_spec(mesh))
+  arrays = (split.images, split.top_left_label, split.bottom_right_pixels,
+            split.digit_sum)
+  return tuple(jax.make_array_from_process_local_data(sharding, array[local])
+               for array in arrays)
+
+
+def train(args) -> dict:
+  mesh = make_mesh(args.mode)
+  data = multidigits.load(num_train=args.num_train, num_test=256,
+                          seed=args.seed)
+  model = model_lib.MultiDigitsNet(hidden=args.hidden,
+                                   rngs=nnx.Rngs(args.seed))
+  graphdef, params = nnx.split(model)
+  params = jax.tree.map(
+      lambda leaf: jax.device_put(leaf, NamedSharding(
+          mesh, param_spec(leaf, mesh))), params)
+  balancer = methods.make(args.method, NUM_TASKS,
+                          model_lib.task_specific, args.seed)
+  tx = optax.chain(balancer, optax.adam(args.lr))
+  opt_state = tx.init(params)  # Params-shaped state inherits their sharding.
+  train_step = make_train_step(graphdef, tx, mesh)
+
+  talk = jax.process_index() == 0
+  if talk:
+    print(f'{jax.device_count()} devices ({jax.devices()[0].device_kind}), '
+          f'{jax.process_count()} process(es), mesh {dict(mesh.shape)}, '
+          f'mode {args.mode}, method {args.method}')
+  rng = np.random.default_rng(args.seed)  # The same on every host.
+  num_train = len(data.train.images)
+  losses = None
+  start = time.perf_counter()
+  for step in range(args.steps):
+    indices = rng.choice(num_train, args.batch_size, replace=False)
+    batch = global_batch(data.train, indices, mesh)
+    params, opt_state, losses = train_step(params, opt_state, batch)
+    if talk:
+      print(f'step {step:3d}  losses ' + '  '.join(
+          f'{loss:.4f}' for loss in np.asarray(losses)))
+  weights = np.asarray(balancer_weights(opt_state))
+  seconds = time.perf_counter() - start
+  if talk:
+    print('final weights ' + '  '.join(f'{w:.4f}' for w in weights))
+    print(f'{args.steps} steps in {seconds:.1f} s (compilation included)')
+  return {'losses': np.asarray(losses), 'weights': weights, 'params': params}
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+  parser = argparse.ArgumentParser(
+      description=__doc__.split('\n')[0],
+      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+  parser.add_argument('--mode', choices=('data', 'fsdp'), default='data')
+  parser.add_argument('--method', default='mgda',
+                      help='any name of examples/methods.py, e.g. '
+                      'log_scaling+mgda')
+  parser.add_argument('--steps', type=int, default=20)
+  parser.add_argument('--batch-size', type=int, default=256,
+                      help='global batch; a multiple of the device count')
+  parser.add_argument('--hidden', type=int, default=128)
+  parser.add_argument('--num-train', type=int, default=4096)
+  parser.add_argument('--lr', type=float, default=1e-3)
+  parser.add_argument('--seed', type=int, default=0)
+  parser.add_argument('--distributed', action='store_true',
+                      help='call jax.distributed.initialize() first')
+  return parser.parse_args(argv)
+
+
+def main(argv=None) -> dict:
+  args = parse_args(argv)
+  if args.distributed:
+    jax.distributed.initialize()
+  methods.check(args.method)
+  return train(args)
+
+
+if __name__ == '__main__':
+  main()

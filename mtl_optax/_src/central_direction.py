@@ -1,0 +1,98 @@
+"""Central direction: the min-norm point of the *unit* task gradients, rescaled."""
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from mtl_optax._src import base
+from mtl_optax._src import min_norm
+from mtl_optax._src import numerics
+
+
+def central_direction_weights(
+    gram: jax.Array,
+    *,
+    max_iters: int = min_norm.DEFAULT_MAX_ITERS,
+    tol: float = min_norm.DEFAULT_TOL,
+) -> jax.Array:
+  """``[T]`` simplex weights of the central direction, from the Gramian alone.
+
+  ``w_t = (k_t / n_t) / Σ_j (k_j / n_j)`` with ``n_t = ‖g_t‖`` and ``k`` the
+  min-norm weights of the unit gradients (thesis eqs. 4.6–4.7). Only ratios
+  of ``G`` matter. Tasks with a zero gradient are left out of the problem and
+  get weight 0; if every gradient is zero the weights are ``1/T``.
+  """
+  num_tasks = gram.shape[0]
+  norms = numerics.safe_sqrt(jnp.diagonal(gram))
+  nonzero = norms > 0
+  inverse_norms = numerics.safe_div(1.0, norms)
+  # Ĝ[i, j] = <g_i/n_i, g_j/n_j>, one factor at a time to stay in range.
+  unit_gram = (gram * inverse_norms[:, None]) * inverse_norms[None, :]
+  unit_weights = min_norm.solve(  # k*, eq. 4.6.
+      unit_gram, max_iters=max_iters, tol=tol, active=nonzero).weights
+  raw_weights = unit_weights * inverse_norms  # k_t / n_t, eq. 4.7.
+  # γ = (Σ_t k_t / n_t)^{-1} puts v in the convex hull of the raw gradients.
+  return numerics.safe_div(raw_weights, jnp.sum(raw_weights),
+                           fallback=1.0 / num_tasks)
+
+
+def central_direction(
+    num_tasks: int,
+    *,
+    max_iters: int = min_norm.DEFAULT_MAX_ITERS,
+    tol: float = min_norm.DEFAULT_TOL,
+    task_specific: base.TaskSpecific = None,
+) -> optax.GradientTransformationExtraArgs:
+  r"""Central direction: equal angles with every task, inside the gradients' hull.
+
+  Katrutsa, Merkulov, Tursynbek and Oseledets (2020), as used in Nakamura's
+  thesis §4.2. With ``n_t = ‖g_t‖`` and unit gradients ``ḡ_t = g_t / n_t``:
+
+  ``k* = argmin_{k ∈ Δ_T} ‖Σ_t k_t ḡ_t‖²`` (eq. 4.6, the min-norm problem on
+  ``Ĝ[i, j] = G[i, j] / (n_i n_j)``), and
+  ``v = γ Σ_t k*_t ḡ_t`` with ``γ = (Σ_t k*_t / n_t)^{-1}`` (eq. 4.7).
+
+  On the raw gradients, ``v = Σ_t w_t g_t`` with
+  ``w_t = (k*_t / n_t) / Σ_j (k*_j / n_j)``: the weights are on the simplex
+  and ``v`` lies in the convex hull of the gradients. Since ``Σ k*_t ḡ_t`` is
+  the min-norm point of the unit gradients, ``g_t · v >= 0`` for every task
+  (no conflict), and scaling every gradient by ``c > 0`` scales ``v`` by ``c``.
+
+  Edge cases (**Decision**, not in the thesis, which divides by ``n_t``): a
+  task whose gradient is zero has no direction; it is left out of eq. 4.6 and
+  gets weight 0, so the other tasks still move (its ``g_t · v = 0``). If every
+  gradient is zero, the weights are ``1/T`` and the update is 0. T = 1 gives
+  ``w = [1]``.
+
+  Args:
+    num_tasks: T.
+    max_iters: Python int >= 1, the min-norm solver's iteration cap (T > 2).
+    tol: >= 0, the solver's relative duality-gap tolerance.
+    task_specific: leaves that belong to one task (see :func:`balancer`).
+
+  Returns:
+    An ``optax.GradientTransformationExtraArgs`` with state
+    :class:`WeightsState`. It needs no losses.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> import mtl_optax as mtl
+    >>> tx = mtl.central_direction(2)
+    >>> grads = jnp.array([[1.0, 0.0], [0.0, 4.0]])  # Orthogonal, norms 1, 4.
+    >>> updates, state = tx.update(grads, tx.init(jnp.zeros(2)))
+    >>> state.weights  # k* = [½, ½]; w ∝ [½ / 1, ½ / 4].
+    Array([0.8, 0.2], dtype=float32)
+    >>> updates  # Equal angles (45°) with both gradients.
+    Array([0.8, 0.8], dtype=float32)
+  """
+  base.check_num_tasks(num_tasks)
+  base.check_positive_int('max_iters', max_iters)
+  base.check_range('tol', tol, 0.0)
+
+  def weigh(stats, state):
+    weights = central_direction_weights(stats.gram, max_iters=max_iters,
+                                        tol=tol)
+    return weights, state
+
+  return base.balancer(num_tasks, weigh, name='central_direction',
+                       task_specific=task_specific)

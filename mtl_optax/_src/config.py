@@ -1,0 +1,77 @@
+"""ConFIG: the conflict-free direction with equal cosines to every gradient."""
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from mtl_optax._src import base
+from mtl_optax._src import numerics
+from mtl_optax._src import spectral
+
+
+def config_weights(gram: jax.Array) -> jax.Array:
+  """Weights of ``(Σ_t g_t·ĝ_u) ĝ_u`` with ``g_u = U⁺ 1``, from the Gramian."""
+  # g_u = Σ_t c_t g_t, the least-norm vector with u_t·g_u = 1 for every t.
+  coefficients = spectral.equal_projection_coefficients(gram)
+  gram_coefficients = gram @ coefficients
+  # ‖g_u‖² = cᵀGc and Σ_t g_t·g_u = Σ_t (Gc)_t; the update is
+  # (Σ_t g_t·g_u / ‖g_u‖²) g_u, its length the sum of the projections.
+  squared_norm = coefficients @ gram_coefficients
+  length = numerics.safe_div(jnp.sum(gram_coefficients), squared_norm)
+  return coefficients * length
+
+
+def config(
+    num_tasks: int,
+    *,
+    task_specific: base.TaskSpecific = None,
+) -> optax.GradientTransformationExtraArgs:
+  r"""ConFIG: a direction with the same cosine to every task gradient.
+
+  Liu et al., "ConFIG: Towards Conflict-free Training of Physics Informed
+  Neural Networks" (2024). With unit gradients ``u_t = g_t/‖g_t‖``
+  stacked as ``U``:
+
+    ``g_u = U⁺ 1``  (the least-norm vector with ``u_t·g_u = 1`` for all t),
+    ``d = (Σ_t g_t·ĝ_u) ĝ_u``,  ``ĝ_u = g_u / ‖g_u‖``,
+
+  so ``d`` has equal positive cosines with all the gradients and the length of
+  the sum of their projections. From the Gramian: ``g_u = Jᵀ c`` with
+  ``c = D⁻¹ Ĝ⁺ 1`` (``Ĝ`` the cosines, ``D = diag‖g_t‖``), so
+  ``d = Jᵀ w`` with ``w = c · 1ᵀGc / cᵀGc``: the weights of the raw
+  gradients. The paper's pseudo-inverse becomes the one of ``Ĝ``, with the
+  rank threshold of :mod:`spectral` (eigenvalues at most ``1e-5 λ_max`` of
+  ``Ĝ`` count as zero).
+
+  Decisions: equal task weights (the paper's default; its momentum variant
+  M-ConFIG is not included). A zero gradient gets ``w_t = 0``; all-zero
+  gradients give zero weights.
+
+  Properties: permutation invariant, linear under scaling. Non-conflicting
+  when the non-zero gradients are linearly independent (then
+  ``g_t·d = ‖g_t‖ · Σ_s ‖g_s‖ / ‖g_u‖² > 0``); with dependent gradients
+  ``U⁺ 1`` only fits ``1`` in the least-squares sense and a task can be in
+  conflict (e.g. three collinear gradients, one reversed).
+
+  Args:
+    num_tasks: T.
+    task_specific: leaves that belong to one task (see :func:`balancer`).
+
+  Returns:
+    A stateless ``optax.GradientTransformationExtraArgs``.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> import mtl_optax as mtl
+    >>> tx = mtl.config(2)
+    >>> grads = jnp.array([[1.0, 0.0], [0.0, 3.0]])  # g_u = (1, 1)
+    >>> tx.update(grads, tx.init(jnp.zeros(2)))[0]  # length (1 + 3)/√2
+    Array([2., 2.], dtype=float32)
+  """
+  base.check_num_tasks(num_tasks)
+
+  def weigh(stats, state):
+    return config_weights(stats.gram), state
+
+  return base.balancer(num_tasks, weigh, name='config',
+                       task_specific=task_specific)

@@ -1,0 +1,142 @@
+"""GradDrop: against a float64 NumPy reference with the same draws, contract."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import mtl_optax as mtl
+
+NUM_TASKS = 3
+
+
+def _tree(matrix):
+  matrix = jnp.asarray(matrix, jnp.float32)
+  return {'w': matrix[:, :6].reshape(-1, 2, 3), 'b': matrix[:, 6:]}
+
+
+def _params():
+  return {'w': jnp.zeros((2, 3)), 'b': jnp.zeros((2,))}
+
+
+@functools.lru_cache(maxsize=None)
+def _transform(leak=0.0, key=0):
+  tx = mtl.graddrop(NUM_TASKS, leak=leak, key=key)
+  return tx, jax.jit(tx.update)
+
+
+def _draws(key, shapes):
+  """The uniform draws the library makes from ``key`` (same splits)."""
+  next_key, draw_key = jax.random.split(key)
+  leaf_keys = jax.random.split(draw_key, len(shapes))
+  return [np.asarray(jax.random.uniform(k, s, jnp.float32), np.float64)
+          for k, s in zip(leaf_keys, shapes)], next_key
+
+
+def reference(leaves, draws, leak):
+  """Algorithm 1 of the paper per coordinate, in float64.
+
+  Returns the update of each leaf and the kept share of each task's ‖g‖².
+  """
+  updates, kept_sq, total_sq = [], 0.0, 0.0
+  for grads, draw in zip(leaves, draws):
+    grads = np.asarray(grads, np.float64)
+    purity = 0.5 * (1 + grads.sum(0) / np.abs(grads).sum(0))
+    mask = np.where(purity > draw, grads > 0, grads < 0)
+    updates.append((leak * grads + (1 - leak) * mask * grads).sum(0))
+    flat = grads.reshape(len(grads), -1)
+    kept_sq = kept_sq + ((mask * grads).reshape(len(grads), -1) ** 2).sum(1)
+    total_sq = total_sq + (flat ** 2).sum(1)
+  return updates, leak + (1 - leak) * kept_sq / total_sq
+
+
+@pytest.mark.parametrize('leak', [0.0, 0.3])
+def test_matches_float64_reference_over_several_steps(leak):
+  tx, update = _transform(leak=leak, key=3)
+  state = tx.init(_params())
+  rng = np.random.default_rng(0)
+  for _ in range(3):
+    matrix = rng.normal(size=(NUM_TASKS, 8))
+    tree = _tree(matrix)
+    # Leaves in the order jax.tree.leaves gives them: 'b' then 'w'.
+    leaves = [np.asarray(tree['b']), np.asarray(tree['w'])]
+    draws, next_key = _draws(state.key, [leaf.shape[1:] for leaf in leaves])
+    expected, expected_weights = reference(leaves, draws, leak)
+    updates, state = update(tree, state)
+    np.testing.assert_allclose(updates['b'], expected[0], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(updates['w'], expected[1], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(state.weights, expected_weights, rtol=1e-5)
+    np.testing.assert_array_equal(state.key, next_key)  # Split every step.
+
+
+def test_pure_signs_are_kept_and_zero_coordinates_stay_zero():
+  # Columns: all positive (P = 1: kept), all negative (P = 0: kept), all zero
+  # (P = ½ by convention, update 0), whatever the draw.
+  matrix = np.zeros((NUM_TASKS, 8))
+  matrix[:, 0] = [1.0, 2.0, 3.0]
+  matrix[:, 1] = [-1.0, -0.5, -2.0]
+  tx, update = _transform()
+  updates, state = update(_tree(matrix), tx.init(_params()))
+  flat = np.asarray(updates['w']).reshape(-1)
+  np.testing.assert_allclose(flat[:2], [6.0, -3.5])
+  np.testing.assert_array_equal(flat[2:], 0.0)
+  np.testing.assert_array_equal(updates['b'], 0.0)
+  np.testing.assert_allclose(state.weights, [1.0, 1.0, 1.0])
+
+
+def test_each_coordinate_keeps_one_sign():
+  # With mixed signs, every coordinate of the update is the sum of either
+  # the positive or the negative entries (leak 0).
+  matrix = np.random.default_rng(1).normal(size=(NUM_TASKS, 8))
+  tx, update = _transform()
+  updates, _ = update(_tree(matrix), tx.init(_params()))
+  tree = _tree(matrix)
+  for name in ('w', 'b'):
+    grads = np.asarray(tree[name], np.float64)
+    positive = np.where(grads > 0, grads, 0).sum(0)
+    negative = np.where(grads < 0, grads, 0).sum(0)
+    got = np.asarray(updates[name], np.float64)
+    assert np.all(np.isclose(got, positive, rtol=1e-6)
+                  | np.isclose(got, negative, rtol=1e-6))
+
+
+def test_full_leak_is_the_plain_sum():
+  matrix = np.random.default_rng(2).normal(size=(NUM_TASKS, 8))
+  tx, update = _transform(leak=1.0)
+  updates, state = update(_tree(matrix), tx.init(_params()))
+  np.testing.assert_allclose(updates['b'], matrix[:, 6:].sum(0), rtol=1e-6)
+  np.testing.assert_allclose(state.weights, [1.0, 1.0, 1.0])
+
+
+def test_task_specific_leaves_get_their_own_task_gradient():
+  matrix = np.random.default_rng(4).normal(size=(NUM_TASKS, 8))
+  tree = _tree(matrix)
+  specific = {'b': True, 'w': False}
+  tx = mtl.graddrop(NUM_TASKS, task_specific=specific)
+  updates, _ = jax.jit(tx.update)(tree, tx.init(_params()))
+  np.testing.assert_allclose(updates['b'], matrix[:, 6:].sum(0), rtol=1e-6)
+  # The shared leaf alone decides its draws: 1 leaf, key 0.
+  draws, _ = _draws(tx.init(_params()).key, [(2, 3)])
+  expected, _ = reference([np.asarray(tree['w'])], draws, 0.0)
+  np.testing.assert_allclose(updates['w'], expected[0], rtol=1e-5, atol=1e-6)
+
+
+def test_non_finite_input_poisons_update_and_keeps_state():
+  tx, update = _transform()
+  state = tx.init(_params())
+  matrix = np.random.default_rng(5).normal(size=(NUM_TASKS, 8))
+  matrix[1, 2] = np.nan
+  updates, new_state = update(_tree(matrix), state)
+  assert np.all(np.isnan(updates['w'])) and np.all(np.isnan(updates['b']))
+  np.testing.assert_array_equal(new_state.key, state.key)
+  np.testing.assert_array_equal(new_state.weights, state.weights)
+
+
+def test_wrong_task_axis_and_arguments_are_rejected():
+  tx, _ = _transform()
+  with pytest.raises(ValueError, match='num_tasks=3'):
+    tx.update(jnp.zeros((2, 4)), tx.init(jnp.zeros(4)))
+  with pytest.raises(ValueError, match='leak'):
+    mtl.graddrop(2, leak=1.5)

@@ -1,0 +1,145 @@
+"""Nash-MTL: the bargaining solver against float64 NumPy, the cap, the period."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import mtl_optax as mtl
+
+J = np.array([[-4.0, 1.0, 1.0], [6.0, 1.0, 1.0]], np.float32)
+
+
+@functools.lru_cache(maxsize=None)
+def _transform(num_tasks, max_norm=0.0, update_weights_every=1):
+  tx = mtl.nash_mtl(num_tasks, max_norm=max_norm,
+                    update_weights_every=update_weights_every)
+  return tx, jax.jit(tx.update)
+
+
+def _update(grads, state=None, **kwargs):
+  grads = jnp.asarray(grads, jnp.float32)
+  tx, update = _transform(grads.shape[0], **kwargs)
+  state = tx.init(grads[0]) if state is None else state
+  return update(grads, state)
+
+
+def reference_alpha(gram):
+  """float64 root of (G/‖G‖_F) α = 1/α, by Newton on u = log α (NumPy).
+
+  Not the library's method (a convex potential in α on the cosine matrix):
+  the residual r(u) = Ĝ e^u − e^{−u} is driven to zero with a backtracking
+  line search on ‖r‖.
+  """
+  normalised = gram / np.linalg.norm(gram)
+  u = np.zeros(len(gram))
+
+  def residual(u):
+    return normalised @ np.exp(u) - np.exp(-u)
+
+  for _ in range(200):
+    r = residual(u)
+    jacobian = normalised * np.exp(u)[None, :] + np.diag(np.exp(-u))
+    step = np.linalg.solve(jacobian, -r)
+    length = 1.0
+    while (np.linalg.norm(residual(u + length * step)) >= np.linalg.norm(r)
+           and length > 1e-12):
+      length *= 0.5
+    u = u + length * step
+    if np.linalg.norm(residual(u)) < 1e-13 * np.linalg.norm(np.exp(-u)):
+      break
+  return np.exp(u)
+
+
+def _solvable_jacobian(num_tasks, seed):
+  # A common component keeps 0 out of the convex hull, so a root exists.
+  rng = np.random.default_rng(seed)
+  return rng.normal(size=(num_tasks, 6)) + 1.5 * rng.normal(size=6)
+
+
+def test_orthogonal_gradients_by_hand():
+  # G = diag(1, 4), ‖G‖_F = √17: α_t² G_tt/√17 = 1, α = 17^{1/4} (1, 1/2),
+  # so each task contributes the same 17^{1/4} along its own axis.
+  update, state = _update(np.array([[1.0, 0.0], [0.0, 2.0]]))
+  root = 17.0 ** 0.25
+  np.testing.assert_allclose(state.weights, [root, root / 2], rtol=1e-5)
+  np.testing.assert_allclose(update, [root, root], rtol=1e-5)
+
+
+@pytest.mark.parametrize('num_tasks', [2, 3, 6])
+def test_weights_match_float64_reference_and_residual(num_tasks):
+  for seed in range(3):
+    jacobian = _solvable_jacobian(num_tasks, seed)
+    gram = jacobian @ jacobian.T
+    update, state = _update(jacobian)
+    alpha = np.asarray(state.weights, np.float64)
+    np.testing.assert_allclose(alpha, reference_alpha(gram), rtol=1e-4)
+    normalised = gram / np.linalg.norm(gram)
+    assert np.linalg.norm(normalised @ alpha - 1 / alpha) < 1e-4 * np.linalg.norm(
+        1 / alpha)
+    # Every task improves: g_t · d = ‖G‖_F / α_t > 0.
+    np.testing.assert_allclose(jacobian @ np.asarray(update, np.float64),
+                               np.linalg.norm(gram) / alpha, rtol=1e-4)
+
+
+def test_reference_matrix():
+  # On issue 6's J, Nash-MTL is FairGrad (α = 1) times ‖G‖_F^{1/2}: the FairGrad
+  # reference weights [0.5915, 0.4071] times √‖G‖_F = 2736^{1/4}.
+  _, state = _update(J)
+  np.testing.assert_allclose(state.weights,
+                             np.array([0.5915, 0.4071]) * 2736 ** 0.25,
+                             rtol=2e-4)
+
+
+def test_max_norm_caps_the_update_norm():
+  # Uncapped, ‖d‖ on J is ≈ 10.2 (> 1): capped to exactly max_norm = 1.
+  free, free_state = _update(J)
+  capped, capped_state = _update(J, max_norm=1.0)
+  np.testing.assert_allclose(np.linalg.norm(capped), 1.0, rtol=1e-5)
+  np.testing.assert_allclose(capped, np.asarray(free) / np.linalg.norm(free),
+                             rtol=1e-5)
+  # The stored α is the uncapped one; the weights carry the cap.
+  np.testing.assert_allclose(capped_state.alpha, free_state.alpha, rtol=1e-6)
+  # A cap above ‖d‖ changes nothing.
+  loose, _ = _update(J, max_norm=100.0)
+  np.testing.assert_allclose(loose, free, rtol=1e-6)
+
+
+def test_update_weights_every_reuses_alpha_between_solves():
+  period = 3
+  grads = [_solvable_jacobian(3, seed) for seed in range(5)]
+  state = None
+  for step, jacobian in enumerate(grads):
+    update, state = _update(jacobian, state, update_weights_every=period)
+    assert int(state.count) == step + 1
+    solved_at = step - step % period  # Steps 0 and 3 solve.
+    expected_alpha = reference_alpha(grads[solved_at] @ grads[solved_at].T)
+    np.testing.assert_allclose(state.alpha, expected_alpha, rtol=1e-4)
+    # The stored α weighs the *current* gradients.
+    np.testing.assert_allclose(update, expected_alpha @ jacobian, rtol=1e-4,
+                               atol=1e-5)
+
+
+def test_zero_norm_task_gets_zero_weight():
+  # g_2 = 0: decoupled, weight 0; task 1 alone: Ĝ = [[1, 0], [0, 0]], α_1 = 1.
+  update, state = _update(np.array([[3.0, 4.0], [0.0, 0.0]]))
+  np.testing.assert_allclose(state.weights, [1.0, 0.0], atol=1e-5)
+  np.testing.assert_allclose(update, [3.0, 4.0], rtol=1e-5)
+
+
+def test_opposite_gradients_give_a_finite_near_zero_update():
+  # No bargaining solution exists (0 is in the convex hull); the ridge gives
+  # finite weights and an update ≈ 0 compared with the gradients.
+  grads = np.array([[1.0, 2.0], [-1.0, -2.0]])
+  update, state = _update(grads)
+  assert np.all(np.isfinite(state.weights)) and np.all(state.weights > 0)
+  assert np.linalg.norm(update) < 1e-2 * np.linalg.norm(grads[0])
+
+
+def test_invalid_arguments_are_rejected():
+  with pytest.raises(ValueError, match='max_norm'):
+    mtl.nash_mtl(2, max_norm=-1.0)
+  with pytest.raises(ValueError, match='update_weights_every'):
+    mtl.nash_mtl(2, update_weights_every=0)
