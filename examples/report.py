@@ -186,7 +186,9 @@ def plot(out_dir: str, curves: dict, single_task_losses: np.ndarray) -> list[str
     axis.set_ylabel('effective task weight w_t')
     axis.grid(alpha=0.3)
   axes.flat[0].legend(fontsize=8)
-  figure.tight_layout()
+  figure.suptitle('effective task weights: least-squares fit of the shared\n'
+                  'update on the raw task gradients', fontsize=9)
+  figure.tight_layout(rect=(0, 0, 1, 0.92))
   weights_path = os.path.join(out_dir, 'weights.png')
   figure.savefig(weights_path, dpi=110)
   pyplot.close(figure)

@@ -39,7 +39,7 @@ import multidigits  # pylint: disable=g-import-not-at-top
 import report  # pylint: disable=g-import-not-at-top
 
 NUM_TASKS = len(multidigits.TASKS)
-DEFAULT_METHOD = 'equal_weighting'
+DEFAULT_METHOD = 'db_mtl'
 
 
 class Config(NamedTuple):

@@ -88,9 +88,9 @@ def test_every_public_method_is_in_the_methods_table():
 
 def test_method_names_compose_and_reject_unknown_pieces():
   chained = methods.make('log_scaling+equal_weighting', 2)
-  updates, _ = chained.update(np.array([[2.0, 0.0], [0.0, 8.0]]),
-                              chained.init(np.zeros(2)),
-                              task_losses=np.array([2.0, 4.0]))
+  updates, _ = chained.update(np.array([[2.0, 0.0], [0.0, 8.0]], np.float32),
+                              chained.init(np.zeros(2, np.float32)),
+                              task_losses=np.array([2.0, 4.0], np.float32))
   # g_t / L_t summed: [1, 0] + [0, 2].
   np.testing.assert_allclose(updates, [1.0, 2.0], rtol=1e-6)
   with pytest.raises(ValueError, match='unknown balancer'):

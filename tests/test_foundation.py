@@ -274,6 +274,26 @@ def test_task_specific_leaves_are_left_out_of_the_gramian():
   np.testing.assert_allclose(updates['head'], [100.0])
 
 
+def test_task_specific_accepts_a_prefix_mask():
+  grads = {'trunk': {'kernel': WORKED['a'], 'bias': WORKED['b']},
+           'heads': [{'kernel': jnp.array([[1.0], [0.0]])},
+                     {'kernel': jnp.array([[0.0], [2.0]])}]}
+  full_mask = {'trunk': {'kernel': False, 'bias': False},
+               'heads': [{'kernel': True}, {'kernel': True}]}
+  by_prefix = mtl.logse(2, task_specific={'trunk': False, 'heads': True})
+  by_leaf = mtl.logse(2, task_specific=full_mask)
+  losses = jnp.array([0.5, 2.0])
+  expected, _ = by_leaf.update(grads, by_leaf.init(None), task_losses=losses)
+  updates, _ = by_prefix.update(grads, by_prefix.init(None), task_losses=losses)
+  jax.tree.map(np.testing.assert_array_equal, updates, expected)
+  # Heads: their own task's gradient; trunk: weights 1/(2 L) = [1, 0.25].
+  np.testing.assert_allclose(updates['heads'][1]['kernel'], [2.0])
+  np.testing.assert_allclose(updates['trunk']['kernel'], [-4 + 1.5, 1.25])
+  with pytest.raises(ValueError, match='task_specific'):
+    mtl.logse(2, task_specific={'trunk': False}).update(
+        grads, by_leaf.init(None), task_losses=losses)
+
+
 def test_chains_with_adam_and_does_not_retrace():
   traces = []
 

@@ -224,7 +224,48 @@ def table(results, args, seconds) -> str:
                    f'{paper[2]:.2f} | {_cell(*fixed["code"])} | '
                    f'{_cell(*fixed["literal"])} | {_cell(*random["code"])} |')
     lines.append('')
+  lines += ['## Differences and likely causes', '', discussion(results), '']
   return '\n'.join(lines)
+
+
+def discussion(results) -> str:
+  epochs = lambda name, c, protocol='fixed': results[(name, c, protocol)][
+      'code'][1]
+  rate = lambda name, c, protocol='fixed': results[(name, c, protocol)][
+      'code'][0]
+  return (
+      'With the authors\' protocol (one fixed init, runs differing in the '
+      'shuffling) the c = 10 table keeps the thesis\' ordering: the '
+      'tensioners speed up both base directions (central '
+      f"{epochs('Central dir.', 10.0):.0f} → "
+      f"{epochs('Central dir. + tensor', 10.0):.0f} epochs, thesis 328.5 → "
+      f"188.2; min-norm {epochs('Min-norm', 10.0):.0f} → "
+      f"{epochs('Min-norm + tensor', 10.0):.0f}, thesis 1998.4 → 210.4), "
+      'central + tensor is the fastest, and uniform weighting converges in '
+      f"{rate('Uniform weighting', 10.0):.0f} % of the runs (thesis 46 %). "
+      'At c = 1 the tensioners again speed up min-norm and central '
+      f"direction ({epochs('Min-norm', 1.0):.0f} → "
+      f"{epochs('Min-norm + tensor', 1.0):.0f} and "
+      f"{epochs('Central dir.', 1.0):.0f} → "
+      f"{epochs('Central dir. + tensor', 1.0):.0f}; thesis 758.6 → 493.2 and "
+      '574.4 → 443.0). The differences: (1) the epoch counts and rates depend '
+      'strongly on the one init, and ours cannot be PyTorch\'s '
+      '`manual_seed(136)` draw — the single-task rows show it most '
+      f"(Single AND {epochs('Single AND', 1.0):.0f} epochs here against "
+      '351.7; the thesis\' ±2.6 confirms its 50 runs shared one init); with a '
+      'new init per run (last columns) every method fails more often, e.g. '
+      f"min-norm at c = 10 converges in {rate('Min-norm', 10.0, 'random'):.0f}"
+      ' % of the runs; (2) the thesis reports, per method, the best learning '
+      'rate of a grid, while every row here uses the authors\' config (lr '
+      '0.05); (3) where the thesis reports 100 % for min-norm at c = 10 we '
+      f"see {rate('Min-norm', 10.0):.0f} %: its runs need ~2 000 epochs, "
+      'close to the 3 000 cap, so a slightly slower init or lr pushes many '
+      'past it; (4) our tensioner keeps every `g_t · v_n ≥ 0` at once with '
+      'one step length, where the authors\' code projects one task at a time '
+      '(METHODS.md), and our min-norm solver runs to a 1e-6 duality gap; (5) '
+      'epochs are counted from 1 (the code prints a 0-based index). The '
+      '"literal" columns (mean loss < 1e-3, a 4× stricter threshold) change '
+      'little except for the slowest-converging rows.')
 
 
 def main():

@@ -23,7 +23,8 @@ import optax
 from mtl_optax._src import gramian as gramian_lib
 from mtl_optax._src import numerics
 
-TaskSpecific = Any  # None, a boolean pytree like params, or params -> that.
+TaskSpecific = Any  # None, a boolean pytree like params (or a prefix of
+# it), or a callable params -> such a pytree.
 
 
 class TaskStats(NamedTuple):
@@ -165,10 +166,20 @@ def task_specific_flags(task_specific: TaskSpecific, tree: Any) -> list[bool]:
   if task_specific is None:
     return [False] * num_leaves
   mask = task_specific(tree) if callable(task_specific) else task_specific
-  flags = [bool(flag) for flag in jax.tree.leaves(mask)]
+  try:
+    # The mask may be a prefix of the tree: a boolean at a subtree covers
+    # every leaf below it, e.g. {'trunk': False, 'heads': True}.
+    mask = jax.tree.map(
+        lambda flag, subtree: jax.tree.map(lambda _: bool(flag), subtree),
+        mask, tree)
+  except ValueError as error:
+    raise ValueError(
+        'task_specific must be a boolean pytree matching params (or a prefix '
+        f'of it), or a callable returning one: {error}') from error
+  flags = jax.tree.leaves(mask)
   if len(flags) != num_leaves:
     raise ValueError(
-        f'task_specific must have one boolean per parameter leaf '
+        f'task_specific must give one boolean per parameter leaf '
         f'({num_leaves}), got {len(flags)}.')
   return flags
 
