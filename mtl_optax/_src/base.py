@@ -14,6 +14,7 @@ weighting into an ``optax.GradientTransformationExtraArgs`` that
    update non-finite, so that ``optax.apply_if_finite`` skips the step.
 """
 
+import math
 from typing import Any, Callable, NamedTuple, Protocol
 
 import jax
@@ -111,7 +112,7 @@ def check_range(name: str, value: Any, low: float | None = None,
   too_low = low is not None and (number <= low if low_open else number < low)
   too_high = high is not None and (
       number >= high if high_open else number > high)
-  if not jnp.isfinite(number) or too_low or too_high:
+  if not math.isfinite(number) or too_low or too_high:
     left = '(' if low_open else '['
     right = ')' if high_open else ']'
     low_text = '-inf' if low is None else f'{low:g}'

@@ -8,7 +8,6 @@ import optax
 
 from mtl_optax._src import base
 from mtl_optax._src import numerics
-from mtl_optax._src.rlw import _as_raw_key
 
 
 class GradDropState(NamedTuple):
@@ -34,10 +33,11 @@ def _drop_leaf(leaf: jax.Array, key: jax.Array, leak):
   update = leak * total + (1.0 - leak) * jnp.sum(kept, axis=0)
   largest = jnp.max(jnp.abs(grads))
   unit = numerics.safe_div(1.0, largest, 1.0)
-  flat_kept = (kept * unit).reshape(grads.shape[0], -1)
-  flat_grads = (grads * unit).reshape(grads.shape[0], -1)
-  return (update, jnp.sum(flat_kept ** 2, axis=1),
-          jnp.sum(flat_grads ** 2, axis=1), largest)
+  # Summed over every axis but the task axis; no reshape, which would need an
+  # explicit output sharding on a sharded leaf.
+  entry_axes = tuple(range(1, grads.ndim))
+  return (update, jnp.sum((kept * unit) ** 2, axis=entry_axes),
+          jnp.sum((grads * unit) ** 2, axis=entry_axes), largest)
 
 
 def _kept_shares(kept_squares, total_squares, largests):
@@ -117,7 +117,7 @@ def graddrop(
   def init_fn(params):
     del params
     return GradDropState(weights=jnp.zeros([num_tasks], jnp.float32),
-                         key=_as_raw_key(key))
+                         key=numerics.as_raw_key(key))
 
   def update_fn(task_grads, state, params=None, *, task_losses=None,
                 **extra_args):

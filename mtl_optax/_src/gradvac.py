@@ -9,7 +9,6 @@ import optax
 
 from mtl_optax._src import base
 from mtl_optax._src import numerics
-from mtl_optax._src.rlw import _as_raw_key
 
 
 class GradVacState(NamedTuple):
@@ -129,7 +128,7 @@ def gradvac(
     return GradVacState(
         weights=jnp.zeros([num_tasks], jnp.float32),
         targets=jnp.zeros([num_tasks, num_tasks], jnp.float32),
-        key=_as_raw_key(key))
+        key=numerics.as_raw_key(key))
 
   def weigh(stats, state):
     # The cosines and ‖g'_i‖/‖g_j‖ do not depend on the scale.

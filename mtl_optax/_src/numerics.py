@@ -5,6 +5,8 @@ denominator is replaced *before* the division, so neither the value nor its
 derivative is NaN where the guard is active.
 """
 
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 
@@ -42,3 +44,17 @@ def where_finite(finite: jax.Array, new_tree, old_tree):
   """``new_tree`` if ``finite`` else ``old_tree``, leaf by leaf (a state guard)."""
   return jax.tree.map(lambda new, old: jnp.where(finite, new, old),
                       new_tree, old_tree)
+
+
+def as_raw_key(key: Any) -> jax.Array:
+  """A ``uint32[2]`` PRNG key from an int seed, a raw key or a typed key.
+
+  Random methods keep their key in the optax state in this raw form, so the
+  state is a plain array that ``where_finite`` and ``lax.cond`` handle.
+  """
+  key = key if isinstance(key, jax.Array) else jnp.asarray(key)
+  if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+    return jax.random.key_data(key)
+  if jnp.ndim(key) == 0:
+    return jax.random.PRNGKey(key)
+  return key.astype(jnp.uint32)

@@ -16,16 +16,6 @@ class PCGradState(NamedTuple):
   key: jax.Array  # shape=[2], dtype=uint32; a raw PRNG key, split every step
 
 
-def _raw_key(key: Any) -> jax.Array:
-  """A ``uint32[2]`` key from an int seed, a raw key or a typed key."""
-  key = key if isinstance(key, jax.Array) else jnp.asarray(key)
-  if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
-    return jax.random.key_data(key)
-  if jnp.ndim(key) == 0:
-    return jax.random.PRNGKey(key)
-  return key.astype(jnp.uint32)
-
-
 def _projected_coefficients(gram: jax.Array, task: jax.Array,
                             order: jax.Array) -> jax.Array:
   """Coefficients ``c`` of ``g_task^PC = Σ_j c_j g_j``, from the Gramian only.
@@ -116,7 +106,7 @@ def pcgrad(
   """
   base.check_num_tasks(num_tasks)
 
-  start_key = _raw_key(key)
+  start_key = numerics.as_raw_key(key)
 
   def init_state(params):
     del params

@@ -6,21 +6,12 @@ import jax
 import jax.numpy as jnp
 
 from mtl_optax._src import base
+from mtl_optax._src import numerics
 
 
 class RLWState(NamedTuple):
   weights: jax.Array  # shape=[T], dtype=float32
   key: jax.Array  # shape=[2], dtype=uint32; a raw PRNG key, split every step
-
-
-def _as_raw_key(key: Any) -> jax.Array:
-  """A ``uint32[2]`` key from an int seed, a raw key or a typed key."""
-  key = jnp.asarray(key) if not isinstance(key, jax.Array) else key
-  if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
-    return jax.random.key_data(key)
-  if jnp.ndim(key) == 0:
-    return jax.random.PRNGKey(key)
-  return key.astype(jnp.uint32)
 
 
 def rlw(
@@ -65,7 +56,7 @@ def rlw(
   def init_state(params):
     del params
     return RLWState(weights=jnp.zeros([num_tasks], jnp.float32),
-                    key=_as_raw_key(key))
+                    key=numerics.as_raw_key(key))
 
   def weigh(stats, state):
     del stats
