@@ -8,7 +8,10 @@ among the methods of ``tests/registry.py``) is timed on the same float32
 matrix as our jitted update; the ratio is ours / theirs (< 1: we are faster).
 
 Needs the optional ``bench`` extra (``pip install -e '.[bench]'``: CPU torch
-and torchjd). Without it the table says so and holds no rows.
+and torchjd with its quadprog projector, for UPGrad and DualProj). Without it
+the table says so and holds no rows. TorchJD's CAGrad and Nash-MTL need
+cvxpy (``torchjd[cagrad]``, ``torchjd[nash_mtl]``), which the extra leaves
+out; their cells say so.
 """
 
 import os
@@ -117,7 +120,7 @@ def run(quick: bool = False) -> list[dict]:
   kernel_row = ['J Jᵀ kernel: ours blocked / torch matmul']
   for num_tasks, size in shape_list:
     task_grads = bench_core.stacked_gradients(num_tasks, size)
-    matrix = torch.from_numpy(np.asarray(task_grads))
+    matrix = torch.from_numpy(np.array(task_grads))  # A writable copy.
     params = jnp.zeros((size,), jnp.float32)
     task_losses = jnp.linspace(0.5, 2.0, num_tasks, dtype=jnp.float32)
     ours_gram = common.median_ms(
@@ -135,6 +138,9 @@ def run(quick: bool = False) -> list[dict]:
       try:
         aggregator = _torch_aggregator(aggregation, name, method, num_tasks)
         theirs = _torch_ms(torch, lambda: aggregator(matrix), repeats)
+      except ImportError:
+        ratios[name].append('TorchJD lacks an optional dependency')
+        continue
       except Exception as error:  # pylint: disable=broad-except
         ratios[name].append(f'TorchJD failed: {type(error).__name__}')
         continue

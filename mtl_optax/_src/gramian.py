@@ -2,8 +2,11 @@
 
 ``task_grads`` is a pytree whose leaves carry a leading task axis of size T.
 The T x P Jacobian ``J`` is never concatenated: the Gramian ``G = J Jᵀ`` is a
-sum of one small matmul per leaf, and the update ``d = wᵀ J`` is one
-dot product per leaf. Everything between the two is T x T arithmetic.
+sum of one small matmul per leaf (per column block of a large leaf on CPU),
+and the update ``d = wᵀ J`` is one dot product per leaf. Everything between
+the two is T x T arithmetic. On finite, in-range gradients each is one pass
+over ``J``: the over/underflow rescue is a ``lax.cond`` branch that does not
+run and allocates no copy.
 """
 
 from typing import Any
@@ -48,7 +51,7 @@ def _replicated(array: jax.Array) -> jax.sharding.NamedSharding:
 # loop. Blocks are sliced out of the flattened leaf, which is only free when
 # the leaf is not sharded: on a mesh the one contraction is kept, which XLA
 # partitions into an all-reduce of T x T partial sums.
-_BLOCK_BYTES = 2**19  # T rows of a block fit in a core's L2 cache.
+_BLOCK_BYTES = 2**21  # Fastest of 0.5, 1, 2 MiB at T = 32 and 128 (Zen 4).
 _BLOCK_RANGE = (512, 16384)  # Columns per block, whatever T.
 _MIN_BLOCKS = 4  # Fewer blocks than this: one dot is as fast.
 
