@@ -9,6 +9,8 @@ import optax
 import pytest
 
 import mtl_optax as mtl
+from fair_allocation_reference import newton_root as reference_weights
+from fair_allocation_reference import solvable_jacobian as _solvable_jacobian
 
 J = np.array([[-4.0, 1.0, 1.0], [6.0, 1.0, 1.0]], np.float32)
 
@@ -32,38 +34,6 @@ def _compiled(num_tasks):
 def _update(grads, alpha=1.0):
   grads = jnp.asarray(grads, jnp.float32)
   return _compiled(grads.shape[0])(grads, jnp.float32(alpha))
-
-
-def reference_weights(gram, alpha):
-  """float64 root of G w = w^{-1/α} by Newton on u = log w (NumPy).
-
-  A different formulation from the library's (which minimises a convex
-  potential in w, on the cosine matrix): the residual r(u) = G e^u − e^{−u/α}
-  is driven to zero with a backtracking line search on ‖r‖.
-  """
-  u = np.zeros(len(gram))
-
-  def residual(u):
-    return gram @ np.exp(u) - np.exp(-u / alpha)
-
-  for _ in range(200):
-    r = residual(u)
-    jacobian = gram * np.exp(u)[None, :] + np.diag(np.exp(-u / alpha) / alpha)
-    step = np.linalg.solve(jacobian, -r)
-    length = 1.0
-    while (np.linalg.norm(residual(u + length * step)) >= np.linalg.norm(r)
-           and length > 1e-12):
-      length *= 0.5
-    u = u + length * step
-    if np.linalg.norm(residual(u)) < 1e-13 * np.linalg.norm(np.exp(-u / alpha)):
-      break
-  return np.exp(u)
-
-
-def _solvable_jacobian(num_tasks, seed):
-  # A common component keeps 0 out of the convex hull, so a root exists.
-  rng = np.random.default_rng(seed)
-  return rng.normal(size=(num_tasks, 6)) + 1.5 * rng.normal(size=6)
 
 
 def test_reference_values():

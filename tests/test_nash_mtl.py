@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 
 import mtl_optax as mtl
+from fair_allocation_reference import newton_root
+from fair_allocation_reference import solvable_jacobian as _solvable_jacobian
 
 J = np.array([[-4.0, 1.0, 1.0], [6.0, 1.0, 1.0]], np.float32)
 
@@ -27,36 +29,8 @@ def _update(grads, state=None, **kwargs):
 
 
 def reference_alpha(gram):
-  """float64 root of (G/‖G‖_F) α = 1/α, by Newton on u = log α (NumPy).
-
-  Not the library's method (a convex potential in α on the cosine matrix):
-  the residual r(u) = Ĝ e^u − e^{−u} is driven to zero with a backtracking
-  line search on ‖r‖.
-  """
-  normalised = gram / np.linalg.norm(gram)
-  u = np.zeros(len(gram))
-
-  def residual(u):
-    return normalised @ np.exp(u) - np.exp(-u)
-
-  for _ in range(200):
-    r = residual(u)
-    jacobian = normalised * np.exp(u)[None, :] + np.diag(np.exp(-u))
-    step = np.linalg.solve(jacobian, -r)
-    length = 1.0
-    while (np.linalg.norm(residual(u + length * step)) >= np.linalg.norm(r)
-           and length > 1e-12):
-      length *= 0.5
-    u = u + length * step
-    if np.linalg.norm(residual(u)) < 1e-13 * np.linalg.norm(np.exp(-u)):
-      break
-  return np.exp(u)
-
-
-def _solvable_jacobian(num_tasks, seed):
-  # A common component keeps 0 out of the convex hull, so a root exists.
-  rng = np.random.default_rng(seed)
-  return rng.normal(size=(num_tasks, 6)) + 1.5 * rng.normal(size=6)
+  """float64 root of (G/‖G‖_F) α = 1/α: FairGrad's system at α = 1."""
+  return newton_root(gram / np.linalg.norm(gram), 1.0)
 
 
 def test_orthogonal_gradients_by_hand():
