@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import mtl_optax as mtl
-from mtl_optax._src import cagrad as cagrad_lib
+from mtl_optax._src.methods import cagrad as cagrad_lib
 
 J = np.array([[-4.0, 1.0, 1.0], [6.0, 1.0, 1.0]], np.float32)
 

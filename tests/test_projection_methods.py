@@ -16,7 +16,7 @@ import optax
 import pytest
 
 import mtl_optax as mtl
-from mtl_optax._src import aligned_mtl as aligned_mtl_lib
+from mtl_optax._src.methods import aligned_mtl as aligned_mtl_lib
 from mtl_optax._src import dual_cone
 
 REFERENCE_J = np.array([[-4.0, 1.0, 1.0], [6.0, 1.0, 1.0]], np.float32)

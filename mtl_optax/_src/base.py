@@ -1,21 +1,25 @@
-"""The contract every balancing method follows, and the code that enforces it.
+"""The contract every method follows, written once.
 
-A method is a *weighting*: a function of the task Gramian, the task losses and
-its own state that returns task weights ``w``. :func:`balancer` turns a
-weighting into an ``optax.GradientTransformationExtraArgs`` that
+Two layers:
 
-1. checks the task axis of ``task_grads`` (and ``task_losses``) at trace time,
-2. splits the leaves into shared and task-specific ones,
-3. computes the Gramian of the shared leaves (never concatenating them),
-4. asks the weighting for ``w``,
-5. returns ``Σ_t w_t g_t`` on shared leaves and each task-specific leaf's own
-   task gradient, and
-6. keeps the previous state whenever an input is not finite, while making the
-   update non-finite, so that ``optax.apply_if_finite`` skips the step.
+* A :class:`Weighting` is a value: ``init(num_tasks) -> state`` and
+  ``weigh(stats, state) -> (weights, state)``, a pure function of the task
+  Gramian, the task losses (:class:`TaskStats`) and its own state. Every
+  method's weighting is public in ``mtl_optax.weightings``; engines and
+  combinators call it on Gramians they computed themselves.
+* :func:`task_transformation` is the one skeleton that turns a step over the
+  stacked per-task gradients into an optax transformation: it checks the
+  inputs, splits the leaves into shared and task-specific ones, runs the step,
+  keeps the previous state whenever an input is not finite (while making the
+  output non-finite, so that ``optax.apply_if_finite`` skips the step) and
+  merges the leaves back. :func:`balancer` is that skeleton around
+  Gramian -> weights -> one weighted sum; the pre-transforms (log scaling, the
+  gradient EMA) and GradDrop use the same skeleton.
 """
 
+import inspect
 import math
-from typing import Any, Callable, NamedTuple, Protocol
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -32,17 +36,20 @@ class TaskStats(NamedTuple):
   """What a weighting may read about the current step.
 
   Attributes:
-    gram: ``[T, T]`` float32 Gramian of the shared task gradients divided by
-      ``scale**2`` (None for loss-level methods, which never compute it).
-    scale: ``()`` float32 power of two; the true Gramian is
-      ``scale**2 * gram``. It is 1 unless the gradients' squares leave the
-      float32 range. A weighting that is invariant to a positive factor on the
-      Gramian (most are) can ignore it.
+    gram: ``[T, T]`` Gramian of the shared task gradients divided by
+      ``scale**2`` (float32, float64 for float64 gradients), or None when the
+      weighting does not read it.
+    scale: ``()`` power of two; the true Gramian is ``scale**2 * gram``. It
+      is 1 unless the gradients' squares leave the float32 range. A weighting
+      that is invariant to a positive factor on the Gramian (most are) can
+      ignore it.
     losses: ``[T]`` float32 task losses, or None when the user gave none.
+    num_tasks: T, a Python int.
   """
   gram: jax.Array | None
   scale: jax.Array | None
   losses: jax.Array | None
+  num_tasks: int | None = None
 
   @property
   def norms(self) -> jax.Array:
@@ -50,31 +57,53 @@ class TaskStats(NamedTuple):
     return numerics.safe_sqrt(jnp.diagonal(self.gram)) * self.scale
 
 
-class WeightsState(NamedTuple):
-  """State of a stateless weighting: only the weights of the last update."""
-  weights: jax.Array  # shape=[T], dtype=float32
+def _no_state(num_tasks: int) -> optax.EmptyState:
+  del num_tasks
+  return optax.EmptyState()
 
 
-class Weigh(Protocol):
+class Weighting(NamedTuple):
+  """A method's weighting, as a value any engine or combinator can call.
 
-  def __call__(self, stats: TaskStats, state: Any) -> tuple[jax.Array, Any]:
-    ...
-
-
-class LossBalancer(optax.GradientTransformationExtraArgs):
-  """A balancer whose weights depend on the losses only.
-
-  Besides the per-task-gradient path (``init``/``update``), it offers the
-  one-backward path: ``weigh_losses(task_losses, state)`` returns the same
-  weights (with ``stop_gradient``) and the next state, so a user can
-  differentiate ``jnp.dot(weights, task_losses)`` once instead of computing
-  per-task gradients. Both paths give the same update.
+  Attributes:
+    weigh: ``weigh(stats, state) -> (weights, new_state)``, with ``stats`` a
+      :class:`TaskStats` and ``weights`` of shape ``[T]``: the update is
+      ``Σ_t weights[t] g_t``. Pure and traceable: it runs under ``jax.jit``.
+    init: ``init(num_tasks) -> state``, the weighting's own state (an
+      ``optax.EmptyState()`` for stateless weightings).
+    name: the method's public name, used in error messages.
+    reads_gram: whether ``weigh`` reads ``stats.gram`` (False for loss-level
+      weightings, which then also work from one backward pass).
+    reads_losses: whether ``weigh`` needs ``stats.losses``.
   """
+  weigh: Callable[[TaskStats, Any], tuple[jax.Array, Any]]
+  init: Callable[[int], Any] = _no_state
+  name: str = 'weighting'
+  reads_gram: bool = True
+  reads_losses: bool = False
 
-  def __new__(cls, init, update, weigh_losses):
-    transformation = super().__new__(cls, init, update)
-    transformation.weigh_losses = weigh_losses
-    return transformation
+
+class BalancerState(NamedTuple):
+  """State of every :func:`balancer`: the last weights and the weighting's own.
+
+  Attributes:
+    weights: ``[T]`` float32 weights of the last finite update (zeros before
+      the first one).
+    weighting_state: the weighting's state, as ``Weighting.init`` made it.
+  """
+  weights: jax.Array  # shape=[T], dtype=float32
+  weighting_state: Any
+
+
+WeightsState = BalancerState  # The 0.1 name of a balancer's state.
+
+
+class StepResult(NamedTuple):
+  """What a :func:`task_transformation` step returns."""
+  shared: list  # outputs for the shared leaves; non-finite if not `finite`
+  specific: list  # outputs for the task-specific leaves
+  state: Any  # the new state
+  finite: jax.Array  # shape=(), dtype=bool; whether the step's inputs were
 
 
 # --------------------------------------------------------------------------
@@ -199,93 +228,315 @@ def merge_leaves(flags: list[bool], treedef, shared: list, specific: list):
   return jax.tree.unflatten(treedef, leaves)
 
 
+def check_task_grads(name: str, num_tasks: int, task_grads: Any) -> None:
+  """Every leaf is a floating-point array with a leading task axis of size T."""
+  check_task_axis(name, num_tasks, task_grads)
+  for path, leaf in jax.tree_util.tree_leaves_with_path(task_grads):
+    if not jnp.issubdtype(jnp.result_type(leaf), jnp.floating):
+      raise ValueError(
+          f'{name}: task_grads{jax.tree_util.keystr(path)} has dtype '
+          f'{jnp.result_type(leaf)}; gradients must be floating point.')
+
+
+def _cast_like(new_tree, old_tree):
+  """``new_tree`` with the dtypes of ``old_tree`` (a state keeps its dtypes)."""
+  return jax.tree.map(lambda new, old: jnp.asarray(new).astype(old.dtype),
+                      new_tree, old_tree)
+
+
+def _poison(finite: jax.Array, leaves: list) -> list:
+  return [jnp.where(finite, leaf, jnp.nan).astype(leaf.dtype)
+          for leaf in leaves]
+
+
 # --------------------------------------------------------------------------
-# The transformation.
+# The one transformation skeleton.
 
 
-def balancer(
+def task_transformation(
     num_tasks: int,
-    weigh: Weigh,
-    *,
     name: str,
-    init_state: Callable[[Any], Any] | None = None,
+    init: Callable[[list], Any],
+    step: Callable[..., StepResult],
+    *,
     needs_losses: bool = False,
-    uses_gram: bool = True,
     task_specific: TaskSpecific = None,
 ) -> optax.GradientTransformationExtraArgs:
-  """Builds a balancing transformation from a weighting.
+  """The skeleton of every transformation over stacked per-task gradients.
 
   Args:
     num_tasks: T, the size of the leading task axis of every gradient leaf.
-    weigh: ``weigh(stats, state) -> (weights, state)`` with ``weights`` of
-      shape ``[T]``. Called once per update under trace.
-    name: the method's public name, used in error messages.
-    init_state: ``params -> state``, a NamedTuple with a ``weights`` field.
-      Defaults to :class:`WeightsState`.
+    name: the public name, used in error messages.
+    init: ``init(shared_params) -> state`` from the list of shared parameter
+      leaves.
+    step: ``step(shared, specific, losses, state, inputs_finite) ->
+      StepResult``, with ``shared``/``specific`` the lists of task-gradient
+      leaves and ``inputs_finite`` whether the losses and the task-specific
+      leaves are finite. The step checks its shared inputs (cheaply: a
+      Gramian is finite exactly when they are), reports it in
+      ``StepResult.finite`` and makes its shared outputs non-finite when
+      anything is not; the skeleton does the same for the task-specific
+      outputs and keeps the old state.
     needs_losses: whether ``update`` requires ``task_losses``.
-    uses_gram: False for loss-level methods: no Gramian is computed, and the
-      result is a :class:`LossBalancer` offering the one-backward path.
     task_specific: which parameter leaves belong to one task only (a boolean
-      pytree like params, or a callable returning one). They are left out of
-      the Gramian and get their own task's gradient. Default: all shared.
+      pytree like params or a prefix of it, or a callable returning one).
 
   Returns:
-    An ``optax.GradientTransformationExtraArgs`` (a :class:`LossBalancer` if
-    ``uses_gram`` is False).
+    An ``optax.GradientTransformationExtraArgs``.
   """
   check_num_tasks(num_tasks)
 
   def init_fn(params):
-    del params
-    return WeightsState(weights=jnp.zeros([num_tasks], jnp.float32))
-
-  init = init_fn if init_state is None else init_state
+    flags = task_specific_flags(task_specific, params)
+    return init(split_leaves(flags, params)[0])
 
   def update_fn(task_grads, state, params=None, *, task_losses=None,
                 **extra_args):
     del params, extra_args
-    check_task_axis(name, num_tasks, task_grads)
+    check_task_grads(name, num_tasks, task_grads)
     losses = check_task_losses(name, num_tasks, task_losses, needs_losses)
     flags = task_specific_flags(task_specific, task_grads)
     shared, specific = split_leaves(flags, task_grads)
+    inputs_finite = numerics.all_finite(losses, *specific)
+    result = step(shared, specific, losses, state, inputs_finite)
+    finite = inputs_finite & result.finite
+    new_state = numerics.where_finite(
+        finite, _cast_like(result.state, state), state)
+    treedef = jax.tree.structure(task_grads)
+    updates = merge_leaves(flags, treedef, result.shared,
+                           _poison(finite, result.specific))
+    return updates, new_state
 
-    if uses_gram:
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+# --------------------------------------------------------------------------
+# Gramian -> weights -> one weighted sum.
+
+
+class LossBalancer(optax.GradientTransformationExtraArgs):
+  """A balancer whose weighting reads the losses only (0.1 interface).
+
+  ``weigh_losses(task_losses, state)`` is :func:`weigh_losses` bound to the
+  balancer's weighting; prefer the free function, which survives
+  ``optax.chain`` and ``optax.inject_hyperparams``.
+  """
+
+  def __new__(cls, init, update, weigh_losses_fn):
+    transformation = super().__new__(cls, init, update)
+    transformation.weigh_losses = weigh_losses_fn
+    return transformation
+
+
+def _as_weighting(weigh, *, name='balancer', init_state=None,
+                  needs_losses=False, uses_gram=True) -> Weighting:
+  """A :class:`Weighting` from the 0.1 arguments of :func:`balancer`."""
+  if init_state is not None:
+    raise ValueError(
+        'balancer: init_state is the 0.1 interface; pass a mtl.Weighting '
+        'whose init(num_tasks) builds the state instead.')
+  return Weighting(weigh=weigh, name=name, reads_gram=uses_gram,
+                   reads_losses=needs_losses)
+
+
+def balancer(
+    num_tasks: int,
+    weighting: Weighting | Callable[..., Any],
+    *,
+    task_specific: TaskSpecific = None,
+    **legacy_options,
+) -> optax.GradientTransformationExtraArgs:
+  """Turns a weighting into a transformation: Gramian -> weights -> one sum.
+
+  ``update(task_grads, state, params=None, *, task_losses=None)`` computes
+  the Gramian of the shared leaves (never concatenating them; skipped when
+  the weighting does not read it), asks the weighting for ``w`` and returns
+  ``Σ_t w_t g_t`` on the shared leaves and each task-specific leaf's own-task
+  gradient. The state is a :class:`BalancerState`.
+
+  Args:
+    num_tasks: T, the size of the leading task axis of every gradient leaf.
+    weighting: a :class:`Weighting` (e.g. ``mtl.weightings.mgda()``). A plain
+      ``weigh(stats, state)`` function with the keyword arguments ``name``,
+      ``needs_losses`` and ``uses_gram`` is accepted too (the 0.1 form); its
+      state is ``optax.EmptyState()``.
+    task_specific: which parameter leaves belong to one task (a boolean
+      pytree like params or a prefix of it, or a callable returning one).
+      They stay out of the Gramian and get their own task's gradient.
+
+  Returns:
+    An ``optax.GradientTransformationExtraArgs`` (a :class:`LossBalancer`
+    when the weighting reads the losses only).
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> import mtl_optax as mtl
+    >>> tx = mtl.balancer(2, mtl.weightings.mgda())
+    >>> grads = jnp.array([[-4.0, 1.0, 1.0], [6.0, 1.0, 1.0]])
+    >>> updates, state = tx.update(grads, tx.init(jnp.zeros(3)))
+    >>> state.weights
+    Array([0.6, 0.4], dtype=float32)
+  """
+  check_num_tasks(num_tasks)
+  if not isinstance(weighting, Weighting):
+    weighting = _as_weighting(weighting, **legacy_options)
+  elif legacy_options:
+    raise ValueError(f'balancer: unexpected arguments {sorted(legacy_options)}'
+                     ' with a mtl.Weighting.')
+  name = weighting.name
+  jax.eval_shape(lambda: weighting.init(num_tasks))  # Checks T early.
+
+  def init(shared_params):
+    del shared_params
+    return BalancerState(weights=jnp.zeros([num_tasks], jnp.float32),
+                         weighting_state=weighting.init(num_tasks))
+
+  def step(shared, specific, losses, state, inputs_finite):
+    if weighting.reads_gram:
       if not shared:
         raise ValueError(f'{name}: every leaf is task-specific; nothing to '
                          'balance.')
       gram, scale = gramian_lib.gramian(shared)
-      inputs_finite = numerics.all_finite(gram, scale, losses)
+      shared_finite = numerics.all_finite(gram, scale)
     else:
       gram = scale = None
-      inputs_finite = numerics.all_finite(losses)
-
-    weights, new_state = weigh(TaskStats(gram, scale, losses), state)
-    weights = jnp.where(inputs_finite, weights.astype(jnp.float32), jnp.nan)
-    own_task = jnp.where(inputs_finite, 1.0, jnp.nan) * jnp.ones(
-        [num_tasks], jnp.float32)
+      shared_finite = None
+    weights, weighting_state = weighting.weigh(
+        TaskStats(gram, scale, losses, num_tasks), state.weighting_state)
+    finite = inputs_finite if shared_finite is None else (
+        inputs_finite & shared_finite)
+    # Poisoning the T weights makes every output non-finite for free.
+    weights = jnp.where(finite, weights, jnp.nan)
     shared_updates = gramian_lib.weighted_sum(weights, shared)
-    specific_updates = gramian_lib.weighted_sum(own_task, specific)
+    specific_updates = gramian_lib.weighted_sum(
+        jnp.ones([num_tasks], jnp.float32), specific)
+    if shared_finite is None:  # Leaves the Gramian did not see.
+      finite = finite & numerics.all_finite(*shared_updates)
+    return StepResult(shared_updates, specific_updates,
+                      BalancerState(weights, weighting_state), finite)
 
-    # Leaves the Gramian did not see can still hold a NaN or an Inf.
-    unchecked = specific_updates if uses_gram else (
-        shared_updates + specific_updates)
-    finite = inputs_finite & numerics.all_finite(*unchecked)
-    new_state = numerics.where_finite(
-        finite, new_state._replace(weights=weights), state)
-    treedef = jax.tree.structure(task_grads)
-    updates = merge_leaves(flags, treedef, shared_updates, specific_updates)
-    return updates, new_state
+  transformation = task_transformation(
+      num_tasks, name, init, step, needs_losses=weighting.reads_losses,
+      task_specific=task_specific)
+  if weighting.reads_gram:
+    return transformation
+  return LossBalancer(
+      transformation.init, transformation.update,
+      lambda task_losses, state: weigh_losses(weighting, task_losses, state))
 
-  if uses_gram:
-    return optax.GradientTransformationExtraArgs(init, update_fn)
 
-  def weigh_losses(task_losses, state):
-    losses = jax.lax.stop_gradient(
-        check_task_losses(name, num_tasks, task_losses, needs_losses))
-    weights, new_state = weigh(TaskStats(None, None, losses), state)
-    weights = jax.lax.stop_gradient(weights.astype(jnp.float32))
-    new_state = numerics.where_finite(
-        numerics.all_finite(losses), new_state._replace(weights=weights), state)
-    return weights, new_state
+def weigh_losses(weighting: Weighting, task_losses: jax.Array,
+                 state: Any) -> tuple[jax.Array, Any]:
+  """The loss path: a loss-level weighting's weights, for one backward pass.
 
-  return LossBalancer(init, update_fn, weigh_losses)
+  Methods whose weights depend on the losses only need no per-task gradients:
+  differentiating ``jnp.dot(weights, task_losses)`` once gives the same update
+  as the per-task-gradient path. The weights are under ``stop_gradient``.
+
+  Args:
+    weighting: a :class:`Weighting` with ``reads_gram`` False (e.g.
+      ``mtl.weightings.uncertainty_weighting()``).
+    task_losses: ``[T]`` losses of the current step.
+    state: the weighting's state (``weighting.init(T)``), or a
+      :class:`BalancerState` of a balancer built on it.
+
+  Returns:
+    ``(weights, new_state)``, ``new_state`` of the same kind as ``state``.
+    A non-finite loss leaves the state as it was.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> import mtl_optax as mtl
+    >>> weighting = mtl.weightings.logse()
+    >>> losses = jnp.array([0.5, 2.0])
+    >>> weights, _ = mtl.weigh_losses(weighting, losses, weighting.init(2))
+    >>> weights
+    Array([1.  , 0.25], dtype=float32)
+  """
+  if weighting.reads_gram:
+    raise ValueError(
+        f'{weighting.name} reads the Gramian of the task gradients, so it has '
+        'no one-backward path; use mtl.value_and_balanced_grad or '
+        'mtl.value_and_task_grads with the balancer.')
+  task_losses = jnp.asarray(task_losses)
+  if task_losses.ndim != 1:
+    raise ValueError(f'{weighting.name}: task_losses must have shape [T], got '
+                     f'{task_losses.shape}.')
+  num_tasks = task_losses.shape[0]
+  losses = jax.lax.stop_gradient(check_task_losses(
+      weighting.name, num_tasks, task_losses, weighting.reads_losses))
+  whole = isinstance(state, BalancerState)
+  inner = state.weighting_state if whole else state
+  weights, new_inner = weighting.weigh(
+      TaskStats(None, None, losses, num_tasks), inner)
+  weights = jax.lax.stop_gradient(weights.astype(jnp.float32))
+  finite = numerics.all_finite(losses)
+  new_inner = numerics.where_finite(finite, _cast_like(new_inner, inner),
+                                    inner)
+  if not whole:
+    return weights, new_inner
+  return weights, BalancerState(
+      weights=jnp.where(finite, weights, state.weights),
+      weighting_state=new_inner)
+
+
+def balancer_factory(make_weighting: Callable[..., Weighting]):
+  """``factory(num_tasks, *args, task_specific=None, **kwargs)`` for a weighting.
+
+  The factory is exactly ``balancer(num_tasks, make_weighting(*args,
+  **kwargs), task_specific=task_specific)``, with the weighting's
+  hyper-parameters in its signature (so ``optax.inject_hyperparams`` and
+  ``inspect.signature`` see them).
+  """
+  name = make_weighting.__name__
+  signature = inspect.signature(make_weighting)
+
+  def factory(num_tasks, *args, task_specific=None, **kwargs):
+    return balancer(num_tasks, make_weighting(*args, **kwargs),
+                    task_specific=task_specific)
+
+  parameters = [
+      inspect.Parameter('num_tasks', inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                        annotation=int),
+      *signature.parameters.values(),
+      inspect.Parameter('task_specific', inspect.Parameter.KEYWORD_ONLY,
+                        default=None, annotation=TaskSpecific),
+  ]
+  factory.__signature__ = signature.replace(
+      parameters=parameters,
+      return_annotation=optax.GradientTransformationExtraArgs)
+  factory.__name__ = factory.__qualname__ = name
+  factory.__module__ = 'mtl_optax'
+  factory.__doc__ = (
+      f'The {name} balancer: ``balancer(num_tasks, '
+      f'weightings.{name}(...), task_specific=task_specific)``.\n\n'
+      f'``num_tasks`` is T; the other arguments are those of\n'
+      f':func:`mtl_optax.weightings.{name}`, which states the method, its '
+      f'equations\nand its reference; ``task_specific`` is that of '
+      f':func:`mtl_optax.balancer`.\n')
+  return factory
+
+
+def last_weights(state: Any) -> jax.Array:
+  """The ``weights`` of the last balancer found in an optax state.
+
+  Works on a balancer's own state and on states that hold one: an
+  ``optax.chain`` tuple, ``optax.inject_hyperparams``' inner state, or a
+  Flax NNX optimizer's ``opt_state`` (its array wrappers are unwrapped).
+
+  Example:
+    >>> import jax.numpy as jnp, optax
+    >>> import mtl_optax as mtl
+    >>> tx = optax.chain(mtl.mgda(2), optax.sgd(0.1))
+    >>> grads = jnp.array([[1.0, 0.0], [0.0, 1.0]])
+    >>> _, state = tx.update(grads, tx.init(jnp.zeros(2)))
+    >>> mtl.last_weights(state)
+    Array([0.5, 0.5], dtype=float32)
+  """
+  found = [node for node in jax.tree.leaves(
+      state, is_leaf=lambda node: isinstance(node, BalancerState))
+           if isinstance(node, BalancerState)]
+  if not found:
+    raise ValueError('last_weights: the state holds no balancer state.')
+  weights = found[-1].weights
+  return jnp.asarray(getattr(weights, 'value', weights))

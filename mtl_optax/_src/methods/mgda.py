@@ -2,7 +2,6 @@
 
 import jax
 import jax.numpy as jnp
-import optax
 
 from mtl_optax._src import base
 from mtl_optax._src import min_norm
@@ -42,14 +41,12 @@ def normalised_gram(gram: jax.Array, scales: jax.Array) -> jax.Array:
 
 
 def mgda(
-    num_tasks: int,
     *,
     normalization: str = 'none',
     max_iters: int = min_norm.DEFAULT_MAX_ITERS,
     tol: float = min_norm.DEFAULT_TOL,
     loss_floor: float = 1e-8,
-    task_specific: base.TaskSpecific = None,
-) -> optax.GradientTransformationExtraArgs:
+) -> base.Weighting:
   r"""MGDA: weights the tasks by the min-norm point of their gradients' hull.
 
   Sener and Koltun, "Multi-Task Learning as Multi-Objective Optimization"
@@ -79,18 +76,15 @@ def mgda(
   T = 1 gives ``w = [1]``.
 
   Args:
-    num_tasks: T.
     normalization: ``'none'``, ``'l2'``, ``'loss'`` or ``'loss+'``.
     max_iters: Python int >= 1, the solver's iteration cap (T > 2).
     tol: >= 0, the solver stops once its duality gap, which bounds the
       suboptimality, is below ``tol`` times the largest ``Ĝ_tt``.
     loss_floor: > 0, smallest loss used by the loss normalisations.
-    task_specific: leaves that belong to one task (see :func:`balancer`).
 
   Returns:
-    An ``optax.GradientTransformationExtraArgs`` with state
-    :class:`WeightsState`; ``update`` needs ``task_losses`` for ``'loss'`` and
-    ``'loss+'``.
+    A stateless :class:`Weighting` of the Gramian; it reads the losses for
+    ``'loss'`` and ``'loss+'``.
 
   Example:
     >>> import jax.numpy as jnp
@@ -103,7 +97,6 @@ def mgda(
     >>> bool(jnp.allclose(updates, jnp.array([0.0, 1.0, 1.0]), atol=1e-6))
     True
   """
-  base.check_num_tasks(num_tasks)
   base.check_choice('normalization', normalization, NORMALIZATIONS)
   base.check_positive_int('max_iters', max_iters)
   base.check_range('tol', tol, 0.0)
@@ -114,7 +107,5 @@ def mgda(
     gram = stats.gram if scales is None else normalised_gram(stats.gram, scales)
     return min_norm.min_norm_weights(gram, max_iters=max_iters, tol=tol), state
 
-  return base.balancer(
-      num_tasks, weigh, name='mgda',
-      needs_losses=normalization in ('loss', 'loss+'),
-      task_specific=task_specific)
+  return base.Weighting(weigh=weigh, name='mgda',
+                        reads_losses=normalization in ('loss', 'loss+'))

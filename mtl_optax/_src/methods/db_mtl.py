@@ -6,9 +6,9 @@ import jax
 import optax
 
 from mtl_optax._src import base
-from mtl_optax._src import gradient_ema as gradient_ema_lib
-from mtl_optax._src import log_scaling as log_scaling_lib
-from mtl_optax._src import max_norm_weighting as max_norm_weighting_lib
+from mtl_optax._src.methods import gradient_ema as gradient_ema_lib
+from mtl_optax._src.methods import log_scaling as log_scaling_lib
+from mtl_optax._src.methods import max_norm_weighting as max_norm_weighting_lib
 
 
 class DBMTLState(NamedTuple):

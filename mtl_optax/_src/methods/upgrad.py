@@ -2,7 +2,6 @@
 
 import jax
 import jax.numpy as jnp
-import optax
 
 from mtl_optax._src import base
 from mtl_optax._src import dual_cone
@@ -18,12 +17,10 @@ def upgrad_weights(gram: jax.Array, reg_eps, max_iters: int) -> jax.Array:
 
 
 def upgrad(
-    num_tasks: int,
     *,
     reg_eps: float = 1e-4,
     max_iters: int | None = None,
-    task_specific: base.TaskSpecific = None,
-) -> optax.GradientTransformationExtraArgs:
+) -> base.Weighting:
   r"""Unconflicting Projection of Gradients: mean of the projected gradients.
 
   Quinton and Rey, "Jacobian Descent for Multi-Objective Optimization" (2024).
@@ -50,14 +47,12 @@ def upgrad(
   invariant, linear under scaling; every ``w_t >= 1/T``.
 
   Args:
-    num_tasks: T.
     reg_eps: >= 0, ridge added to the trace-normalised Gramian.
     max_iters: Python int >= 1, the solver's iteration cap; default
       ``4 T + 10`` (it needs about T/2 + 2 on random problems).
-    task_specific: leaves that belong to one task (see :func:`balancer`).
 
   Returns:
-    A stateless ``optax.GradientTransformationExtraArgs``.
+    A stateless :class:`Weighting` of the Gramian.
 
   Example:
     >>> import jax.numpy as jnp
@@ -67,14 +62,12 @@ def upgrad(
     >>> tx.update(grads, tx.init(jnp.zeros(2)))[0]
     Array([0.5, 0.5], dtype=float32)
   """
-  base.check_num_tasks(num_tasks)
   base.check_range('reg_eps', reg_eps, 0.0)
-  if max_iters is None:
-    max_iters = dual_cone.default_max_iters(num_tasks)
-  base.check_positive_int('max_iters', max_iters)
+  if max_iters is not None:
+    base.check_positive_int('max_iters', max_iters)
 
   def weigh(stats, state):
-    return upgrad_weights(stats.gram, reg_eps, max_iters), state
+    iterations = max_iters or dual_cone.default_max_iters(stats.num_tasks)
+    return upgrad_weights(stats.gram, reg_eps, iterations), state
 
-  return base.balancer(num_tasks, weigh, name='upgrad',
-                       task_specific=task_specific)
+  return base.Weighting(weigh=weigh, name='upgrad')

@@ -9,7 +9,7 @@ from jax import lax
 import optax
 
 from mtl_optax._src import base as base_lib
-from mtl_optax._src import central_direction as central_direction_lib
+from mtl_optax._src.methods import central_direction as central_direction_lib
 from mtl_optax._src import min_norm
 from mtl_optax._src import numerics
 

@@ -13,7 +13,6 @@ _FLOAT32_MAX = float(jnp.finfo(jnp.float32).max)
 
 
 class DWAState(NamedTuple):
-  weights: jax.Array  # shape=[T], dtype=float32
   running_mean: jax.Array  # shape=[T], dtype=float32; mean loss of this period
   updates_in_period: jax.Array  # shape=(), dtype=int32; updates seen in it
   last_means: jax.Array  # shape=[T], dtype=float32; L(k−1), last full period
@@ -22,13 +21,11 @@ class DWAState(NamedTuple):
 
 
 def dwa(
-    num_tasks: int,
     *,
     temperature: float = 2.0,
     period: int = 1,
     floor: float = 1e-8,
-    task_specific: base.TaskSpecific = None,
-) -> base.LossBalancer:
+) -> base.Weighting:
   r"""Weights tasks by how slowly their losses descend: ``T · softmax(r / τ)``.
 
   Liu, Johns and Davison, "End-to-End Multi-Task Learning with Attention"
@@ -55,16 +52,14 @@ def dwa(
   weights stay finite for any finite losses.
 
   Args:
-    num_tasks: T.
     temperature: ``τ`` > 0.
     period: number of updates whose mean loss makes one ``L_t(k)``, a Python
       int >= 1.
     floor: smallest loss used, > 0.
-    task_specific: leaves that belong to one task (see :func:`balancer`).
 
   Returns:
-    A :class:`LossBalancer` with state :class:`DWAState`; ``update`` needs
-    ``task_losses``.
+    A loss-level :class:`Weighting` with state :class:`DWAState`; it needs
+    the losses.
 
   Example:
     >>> import jax.numpy as jnp
@@ -77,17 +72,15 @@ def dwa(
     >>> updates
     Array([1., 1.], dtype=float32)
   """
-  base.check_num_tasks(num_tasks)
   base.check_range('temperature', temperature, 0.0, low_open=True)
   base.check_positive_int('period', period)
   base.check_range('floor', floor, 0.0, low_open=True)
 
-  def init_state(params):
-    del params
+  def init(num_tasks):
     zeros = jnp.zeros([num_tasks], jnp.float32)
     ones = jnp.ones([num_tasks], jnp.float32)  # Any positive value: unused.
     count = jnp.zeros([], jnp.int32)
-    return DWAState(weights=zeros, running_mean=zeros, updates_in_period=count,
+    return DWAState(running_mean=zeros, updates_in_period=count,
                     last_means=ones, earlier_means=ones, periods_done=count)
 
   def current_weights(state):
@@ -95,7 +88,7 @@ def dwa(
     # overflow.
     ratios = jnp.minimum(state.last_means / state.earlier_means, _FLOAT32_MAX)
     logits = jnp.minimum(ratios / temperature, _FLOAT32_MAX)
-    weights = num_tasks * jax.nn.softmax(logits)  # Eq. 7.
+    weights = logits.shape[0] * jax.nn.softmax(logits)  # Eq. 7.
     return jnp.where(state.periods_done >= 2, weights, 1.0)
 
   def record(losses, state):
@@ -115,6 +108,5 @@ def dwa(
     losses = numerics.floor_losses(stats.losses, floor)
     return current_weights(state), record(losses, state)
 
-  return base.balancer(num_tasks, weigh, name='dwa', init_state=init_state,
-                       needs_losses=True, uses_gram=False,
-                       task_specific=task_specific)
+  return base.Weighting(weigh=weigh, init=init, name='dwa', reads_gram=False,
+                        reads_losses=True)
