@@ -50,6 +50,8 @@ from mtl_optax._src.methods.pcgrad import pcgrad
 from mtl_optax._src.methods.rlw import RLWState
 from mtl_optax._src.methods.rlw import rlw
 from mtl_optax._src.task_grads import value_and_task_grads
+from mtl_optax._src.engine import value_and_balanced_grad
+from mtl_optax._src.engine import value_and_gramian
 from mtl_optax._src.methods.task_tensioner import TaskTensionerState
 from mtl_optax._src.methods.task_tensioner import task_tensioner
 from mtl_optax._src.methods.uncertainty_weighting import UncertaintyWeightingState

@@ -29,9 +29,19 @@ class Method(NamedTuple):
   needs_losses: bool
   properties: frozenset
   static_args: tuple = ()  # kwargs that inject_hyperparams must not touch
+  make_weighting: Callable[..., Any] | None = None  # when not by name
 
   def make(self, num_tasks: int, **overrides):
     return self.factory(num_tasks, **{**self.kwargs, **overrides})
+
+  @property
+  def weighting(self) -> Callable[[], Any] | None:
+    """``() -> mtl.Weighting`` of the method, or None if it is no weighting."""
+    make = self.make_weighting or getattr(
+        mtl.weightings, self.factory.__name__, None)
+    if make is None:
+      return None
+    return lambda: make(**self.kwargs)
 
 
 def _props(*names):
@@ -47,7 +57,9 @@ METHODS = [
     Method('equal_weighting', mtl.equal_weighting, {'reduction': 'mean'},
            False, _props(PERMUTATION_INVARIANT, SCALE_LINEAR)),
     Method('fixed_weighting', _fixed_weighting, {}, False,
-           _props(SCALE_LINEAR)),
+           _props(SCALE_LINEAR),
+           make_weighting=lambda: mtl.weightings.fixed_weighting(
+               np.arange(1.0, 5.0))),
     Method('logse', mtl.logse, {'floor': 1e-8}, True,
            _props(PERMUTATION_INVARIANT, SCALE_LINEAR)),
     Method('uncertainty_weighting.kendall', mtl.uncertainty_weighting,

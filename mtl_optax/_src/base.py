@@ -238,7 +238,7 @@ def check_task_grads(name: str, num_tasks: int, task_grads: Any) -> None:
           f'{jnp.result_type(leaf)}; gradients must be floating point.')
 
 
-def _cast_like(new_tree, old_tree):
+def cast_like(new_tree, old_tree):
   """``new_tree`` with the dtypes of ``old_tree`` (a state keeps its dtypes)."""
   return jax.tree.map(lambda new, old: jnp.asarray(new).astype(old.dtype),
                       new_tree, old_tree)
@@ -301,7 +301,7 @@ def task_transformation(
     result = step(shared, specific, losses, state, inputs_finite)
     finite = inputs_finite & result.finite
     new_state = numerics.where_finite(
-        finite, _cast_like(result.state, state), state)
+        finite, cast_like(result.state, state), state)
     treedef = jax.tree.structure(task_grads)
     updates = merge_leaves(flags, treedef, result.shared,
                            _poison(finite, result.specific))
@@ -471,7 +471,7 @@ def weigh_losses(weighting: Weighting, task_losses: jax.Array,
       TaskStats(None, None, losses, num_tasks), inner)
   weights = jax.lax.stop_gradient(weights.astype(jnp.float32))
   finite = numerics.all_finite(losses)
-  new_inner = numerics.where_finite(finite, _cast_like(new_inner, inner),
+  new_inner = numerics.where_finite(finite, cast_like(new_inner, inner),
                                     inner)
   if not whole:
     return weights, new_inner

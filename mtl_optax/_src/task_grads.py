@@ -8,6 +8,27 @@ import jax.numpy as jnp
 from mtl_optax._src import base
 
 
+def map_over_tasks(fn: Callable[[jax.Array], Any], num_tasks: int, dtype,
+                   chunk_size: int | None) -> Any:
+  """``fn(e_t)`` for every unit vector ``e_t``, stacked on a leading task axis.
+
+  ``chunk_size`` None (or >= T) unrolls one call per task; otherwise the unit
+  vectors go ``chunk_size`` at a time through a ``lax.map`` of a ``vmap``,
+  which bounds the memory of the calls to ``chunk_size`` of them at once.
+  """
+  basis = jnp.eye(num_tasks, dtype=dtype)
+  if chunk_size is None or chunk_size >= num_tasks:
+    results = [fn(basis[t]) for t in range(num_tasks)]
+    return jax.tree.map(lambda *leaves: jnp.stack(leaves), *results)
+  num_chunks = -(-num_tasks // chunk_size)
+  padded = jnp.zeros((num_chunks * chunk_size, num_tasks), dtype)
+  chunks = padded.at[:num_tasks].set(basis).reshape(
+      num_chunks, chunk_size, num_tasks)
+  chunked = jax.lax.map(jax.vmap(fn), chunks)
+  return jax.tree.map(
+      lambda leaf: leaf.reshape((-1,) + leaf.shape[2:])[:num_tasks], chunked)
+
+
 def value_and_task_grads(
     fn: Callable[..., Any],
     *,
@@ -60,24 +81,9 @@ def value_and_task_grads(
       raise ValueError(
           'value_and_task_grads: fn must return per-task losses of shape [T], '
           f'got shape {task_losses.shape}.')
-    num_tasks = task_losses.shape[0]
-    basis = jnp.eye(num_tasks, dtype=task_losses.dtype)
-
-    def pull(cotangent):
-      return pullback(cotangent)[0]
-
-    if chunk_size is None or chunk_size >= num_tasks:
-      per_task = [pull(basis[t]) for t in range(num_tasks)]
-      task_grads = jax.tree.map(lambda *leaves: jnp.stack(leaves), *per_task)
-    else:
-      num_chunks = -(-num_tasks // chunk_size)
-      padded = jnp.zeros((num_chunks * chunk_size, num_tasks), basis.dtype)
-      padded = padded.at[:num_tasks].set(basis)
-      chunks = padded.reshape(num_chunks, chunk_size, num_tasks)
-      chunked = jax.lax.map(jax.vmap(pull), chunks)
-      task_grads = jax.tree.map(
-          lambda leaf: leaf.reshape((-1,) + leaf.shape[2:])[:num_tasks],
-          chunked)
+    task_grads = map_over_tasks(lambda unit: pullback(unit)[0],
+                                task_losses.shape[0], task_losses.dtype,
+                                chunk_size)
     value = (task_losses, aux) if has_aux else task_losses
     return value, task_grads
 
