@@ -8,6 +8,10 @@ that shape.
 
 import functools
 import inspect
+import json
+import os
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -396,3 +400,37 @@ def test_invalid_num_tasks_is_rejected(method):
   for bad in (0, -1, 2.5):
     with pytest.raises(ValueError, match='num_tasks'):
       method.make(bad)
+
+
+# ---------------------------------------------------------------------------
+# dtypes beyond float32: x64, and non-float gradients.
+
+
+@functools.cache
+def _x64_report():
+  """Every method run once under ``jax_enable_x64``, in its own process."""
+  here = os.path.dirname(os.path.abspath(__file__))
+  env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+      [here, os.environ.get('PYTHONPATH', '')]))
+  completed = subprocess.run(
+      [sys.executable, os.path.join(here, 'x64_check.py')], env=env,
+      capture_output=True, text=True, timeout=900, check=False)
+  assert completed.returncode == 0, completed.stderr[-2000:]
+  return json.loads(completed.stdout)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('method', CASES)
+def test_float64_in_float64_out_with_x64(method):
+  """With x64 enabled, float64 gradients give float64 updates, close to f32."""
+  assert _x64_report()[method.name] == 'ok'
+
+
+@pytest.mark.parametrize('dtype', [jnp.int32, jnp.bool_])
+@pytest.mark.parametrize('method', CASES)
+def test_integer_or_boolean_gradients_raise_naming_the_dtype(method, dtype):
+  tx = method.make(NUM_TASKS)
+  grads = {'w': jnp.ones((NUM_TASKS, 3, 2), dtype),
+           'b': jnp.ones((NUM_TASKS, 2), jnp.float32)}
+  with pytest.raises(ValueError, match=jnp.dtype(dtype).name):
+    tx.update(grads, tx.init(_params()), _params(), task_losses=_losses())
