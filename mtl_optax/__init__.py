@@ -1,6 +1,5 @@
 """mtl_optax: multi-task loss and gradient balancing as optax transformations."""
 
-from mtl_optax._src.methods.aligned_mtl import aligned_mtl
 from mtl_optax._src.base import LossBalancer
 from mtl_optax._src.base import TaskStats
 from mtl_optax._src.base import WeightsState
@@ -11,16 +10,17 @@ from mtl_optax._src.base import balancer_factory
 from mtl_optax._src.base import last_weights
 from mtl_optax._src.base import weigh_losses
 from mtl_optax import weightings
-from mtl_optax._src.methods.cagrad import cagrad
-from mtl_optax._src.methods.central_direction import central_direction
-from mtl_optax._src.methods.config import config
+aligned_mtl = balancer_factory(weightings.aligned_mtl)
+cagrad = balancer_factory(weightings.cagrad)
+central_direction = balancer_factory(weightings.central_direction)
+config = balancer_factory(weightings.config)
 from mtl_optax._src.methods.db_mtl import DBMTLState
 from mtl_optax._src.methods.db_mtl import db_mtl
-from mtl_optax._src.methods.dualproj import dualproj
+dualproj = balancer_factory(weightings.dualproj)
 from mtl_optax._src.methods.dwa import DWAState
 dwa = balancer_factory(weightings.dwa)
 equal_weighting = balancer_factory(weightings.equal_weighting)
-from mtl_optax._src.methods.fairgrad import fairgrad
+fairgrad = balancer_factory(weightings.fairgrad)
 from mtl_optax._src.methods.famo import FAMOState
 from mtl_optax._src.methods.famo import famo
 from mtl_optax._src.methods.fixed_weighting import fixed_weighting
@@ -32,7 +32,7 @@ from mtl_optax._src.methods.gradient_ema import gradient_ema
 from mtl_optax._src.methods.gradnorm import GradNormState
 from mtl_optax._src.methods.gradnorm import gradnorm
 from mtl_optax._src.methods.gradvac import GradVacState
-from mtl_optax._src.methods.gradvac import gradvac
+gradvac = balancer_factory(weightings.gradvac)
 from mtl_optax._src.gramian import gramian
 from mtl_optax._src.gramian import weighted_sum
 from mtl_optax._src.methods.imtl import IMTLState
@@ -44,9 +44,9 @@ mgda = balancer_factory(weightings.mgda)
 from mtl_optax._src.mgda_ub import representation_balanced_grads
 from mtl_optax._src.min_norm import min_norm_weights
 from mtl_optax._src.methods.nash_mtl import NashMTLState
-from mtl_optax._src.methods.nash_mtl import nash_mtl
+nash_mtl = balancer_factory(weightings.nash_mtl)
 from mtl_optax._src.methods.pcgrad import PCGradState
-from mtl_optax._src.methods.pcgrad import pcgrad
+pcgrad = balancer_factory(weightings.pcgrad)
 from mtl_optax._src.methods.rlw import RLWState
 from mtl_optax._src.methods.rlw import rlw
 from mtl_optax._src.task_grads import value_and_task_grads

@@ -11,14 +11,32 @@ in the loss path (:func:`mtl_optax.weigh_losses`) and in combinators
 (:func:`smoothed`, :func:`mtl_optax.weightings.task_tensioner`'s ``base``).
 """
 
+from mtl_optax._src.methods.aligned_mtl import aligned_mtl
+from mtl_optax._src.methods.cagrad import cagrad
+from mtl_optax._src.methods.central_direction import central_direction
+from mtl_optax._src.methods.config import config
+from mtl_optax._src.methods.dualproj import dualproj
 from mtl_optax._src.methods.dwa import dwa
 from mtl_optax._src.methods.equal_weighting import equal_weighting
+from mtl_optax._src.methods.fairgrad import fairgrad
+from mtl_optax._src.methods.gradvac import gradvac
 from mtl_optax._src.methods.mgda import mgda
+from mtl_optax._src.methods.nash_mtl import nash_mtl
+from mtl_optax._src.methods.pcgrad import pcgrad
 from mtl_optax._src.methods.upgrad import upgrad
 
 __all__ = [
+    'aligned_mtl',
+    'cagrad',
+    'central_direction',
+    'config',
+    'dualproj',
     'dwa',
     'equal_weighting',
+    'fairgrad',
+    'gradvac',
     'mgda',
+    'nash_mtl',
+    'pcgrad',
     'upgrad',
 ]

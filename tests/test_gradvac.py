@@ -55,22 +55,25 @@ def test_matches_float64_reference_over_several_steps(num_tasks, beta):
   # (cosine below and above its target) are exercised.
   for _ in range(4):
     grads = rng.normal(size=(num_tasks, 5)) + 0.5 * rng.normal(size=5)
-    orders, next_key = _orders(state.key, num_tasks)
+    orders, next_key = _orders(state.weighting_state.key, num_tasks)
     expected_update, targets = reference_step(grads, targets, orders, beta)
     updates, state = update(jnp.asarray(grads, jnp.float32), state)
     np.testing.assert_allclose(updates, expected_update, rtol=1e-4, atol=1e-5)
-    np.testing.assert_allclose(state.targets, targets, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(state.weighting_state.targets, targets,
+                               rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(np.asarray(state.weights) @ grads,
                                expected_update, rtol=1e-4, atol=1e-5)
-    np.testing.assert_array_equal(state.key, next_key)  # The key advances.
+    # The key advances.
+    np.testing.assert_array_equal(state.weighting_state.key, next_key)
 
 
 def test_modified_cosine_reaches_the_target():
   # After the correction, cos(g'_i, g_j) equals φ̂_ij (the closed form's
   # purpose); T = 2 has a single order, so the weights tell g'_1 and g'_2.
   tx, update = _transform(2, beta=0.0)
-  state = tx.init(jnp.zeros(2))._replace(
-      targets=jnp.array([[0.0, 0.5], [0.5, 0.0]], jnp.float32))
+  state = tx.init(jnp.zeros(2))
+  state = state._replace(weighting_state=state.weighting_state._replace(
+      targets=jnp.array([[0.0, 0.5], [0.5, 0.0]], jnp.float32)))
   grads = np.array([[1.0, 0.0], [-0.6, 0.8]])  # cos = -0.6 < 0.5.
   _, state = update(jnp.asarray(grads, jnp.float32), state)
   # Hand derivation: g'_1 = g_1 + a g_2, a = ‖g_1‖(0.5·0.8 + 0.6·√0.75)/√0.75.
@@ -81,7 +84,8 @@ def test_modified_cosine_reaches_the_target():
   np.testing.assert_allclose(state.weights, [1 + amount, 1 + amount],
                              rtol=1e-5)
   # β = 0 keeps the targets.
-  np.testing.assert_array_equal(state.targets, [[0.0, 0.5], [0.5, 0.0]])
+  np.testing.assert_array_equal(state.weighting_state.targets,
+                                [[0.0, 0.5], [0.5, 0.0]])
 
 
 def test_first_step_is_pcgrad_and_aligned_tasks_are_untouched():
@@ -93,7 +97,7 @@ def test_first_step_is_pcgrad_and_aligned_tasks_are_untouched():
   # Positive cosines above φ̂ = 0: the plain sum.
   updates, state = update(jnp.array([[1.0, 0.0], [1.0, 1.0]]), state)
   np.testing.assert_allclose(updates, [2.0, 1.0], rtol=1e-6)
-  np.testing.assert_allclose(state.targets,
+  np.testing.assert_allclose(state.weighting_state.targets,
                              [[0.0, 0.01 / np.sqrt(2)], [0.01 / np.sqrt(2), 0]],
                              rtol=1e-5)
 
@@ -119,7 +123,8 @@ def test_zero_norm_task_is_skipped():
   grads = jnp.array([[1.0, 2.0], [0.0, 0.0]])
   updates, state = update(grads, tx.init(jnp.zeros(2)))
   np.testing.assert_allclose(updates, [1.0, 2.0])
-  np.testing.assert_array_equal(state.targets, np.zeros((2, 2)))
+  np.testing.assert_array_equal(state.weighting_state.targets,
+                                np.zeros((2, 2)))
 
 
 def test_invalid_beta_is_rejected():

@@ -75,7 +75,8 @@ def test_max_norm_caps_the_update_norm():
   np.testing.assert_allclose(capped, np.asarray(free) / np.linalg.norm(free),
                              rtol=1e-5)
   # The stored α is the uncapped one; the weights carry the cap.
-  np.testing.assert_allclose(capped_state.alpha, free_state.alpha, rtol=1e-6)
+  np.testing.assert_allclose(capped_state.weighting_state.alpha,
+                             free_state.weighting_state.alpha, rtol=1e-6)
   # A cap above ‖d‖ changes nothing.
   loose, _ = _update(J, max_norm=100.0)
   np.testing.assert_allclose(loose, free, rtol=1e-6)
@@ -87,10 +88,11 @@ def test_update_weights_every_reuses_alpha_between_solves():
   state = None
   for step, jacobian in enumerate(grads):
     update, state = _update(jacobian, state, update_weights_every=period)
-    assert int(state.count) == step + 1
+    assert int(state.weighting_state.count) == step + 1
     solved_at = step - step % period  # Steps 0 and 3 solve.
     expected_alpha = reference_alpha(grads[solved_at] @ grads[solved_at].T)
-    np.testing.assert_allclose(state.alpha, expected_alpha, rtol=1e-4)
+    np.testing.assert_allclose(state.weighting_state.alpha, expected_alpha,
+                               rtol=1e-4)
     # The stored α weighs the *current* gradients.
     np.testing.assert_allclose(update, expected_alpha @ jacobian, rtol=1e-4,
                                atol=1e-5)

@@ -224,12 +224,12 @@ def test_pcgrad_matches_algorithm_one_and_splits_its_key():
   state = tx.init(jnp.zeros(8))
   updates, new_state = _update(tx, jac.astype(np.float32), state)
   # The orders the method draws: one permutation per task from the step key.
-  next_key, step_key = jax.random.split(state.key)
+  next_key, step_key = jax.random.split(state.weighting_state.key)
   orders = [np.asarray(jax.random.permutation(k, 5))
             for k in jax.random.split(step_key, 5)]
   np.testing.assert_allclose(updates, _reference_pcgrad(jac, orders),
                              rtol=1e-5, atol=1e-5)
-  np.testing.assert_array_equal(new_state.key, next_key)
+  np.testing.assert_array_equal(new_state.weighting_state.key, next_key)
   # The next step draws other orders from the next key.
   updates2, _ = _update(tx, jac.astype(np.float32), new_state)
   step_key2 = jax.random.split(next_key)[1]

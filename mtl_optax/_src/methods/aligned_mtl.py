@@ -22,11 +22,9 @@ def aligned_mtl_weights(gram: jax.Array, preference: jax.Array) -> jax.Array:
 
 
 def aligned_mtl(
-    num_tasks: int,
     *,
     preference: Any = None,
-    task_specific: base.TaskSpecific = None,
-) -> optax.GradientTransformationExtraArgs:
+) -> base.Weighting:
   r"""Aligned-MTL: make the task gradients orthonormal-like, then combine them.
 
   Senushkin et al., "Independent Component Alignment for Multi-Task Learning"
@@ -59,12 +57,11 @@ def aligned_mtl(
   ``g_t·d = σ_min (G^{1/2} w)_t`` can be negative.
 
   Args:
-    num_tasks: T.
-    preference: ``[T]`` task preferences ``w`` (default ``1/T`` each).
-    task_specific: leaves that belong to one task (see :func:`balancer`).
+    preference: ``[T]`` task preferences ``w`` (default ``1/T`` each); a
+      scalar or any shape that broadcasts to ``[T]``.
 
   Returns:
-    A stateless ``optax.GradientTransformationExtraArgs``.
+    A stateless :class:`Weighting` of the Gramian.
 
   Example:
     >>> import jax.numpy as jnp
@@ -74,14 +71,25 @@ def aligned_mtl(
     >>> tx.update(grads, tx.init(jnp.zeros(2)))[0]  # (1/2·1/2·2, 1/2·1·1)
     Array([0.5, 0.5], dtype=float32)
   """
-  base.check_num_tasks(num_tasks)
-  if preference is None:
-    preference = jnp.full([num_tasks], 1.0 / num_tasks, jnp.float32)
-  preference = jnp.broadcast_to(jnp.asarray(preference, jnp.float32),
-                                (num_tasks,))
+  if preference is not None:
+    preference = jnp.asarray(preference, jnp.float32)
+
+  def preference_for(num_tasks):
+    if preference is None:
+      return jnp.full([num_tasks], 1.0 / num_tasks, jnp.float32)
+    try:
+      return jnp.broadcast_to(preference, (num_tasks,))
+    except ValueError:
+      raise ValueError(
+          f'aligned_mtl: preference has shape {preference.shape}, which does '
+          f'not broadcast to ({num_tasks},).') from None
+
+  def init(num_tasks):
+    preference_for(num_tasks)  # Checks the shape when the balancer is built.
+    return optax.EmptyState()
 
   def weigh(stats, state):
-    return aligned_mtl_weights(stats.gram, preference), state
+    return aligned_mtl_weights(stats.gram,
+                               preference_for(stats.num_tasks)), state
 
-  return base.balancer(num_tasks, weigh, name='aligned_mtl',
-                       task_specific=task_specific)
+  return base.Weighting(weigh=weigh, init=init, name='aligned_mtl')

@@ -3,7 +3,6 @@
 import jax
 import jax.numpy as jnp
 from jax import lax
-import optax
 
 from mtl_optax._src import base
 from mtl_optax._src import numerics
@@ -89,14 +88,12 @@ def solve_dual(gram: jax.Array, c, *, max_iters: int, tol) -> jax.Array:
 
 
 def cagrad(
-    num_tasks: int,
     *,
     c: float = 0.5,
     rescale: str = 'none',
     max_iters: int = 1000,
     tol: float = 1e-6,
-    task_specific: base.TaskSpecific = None,
-) -> optax.GradientTransformationExtraArgs:
+) -> base.Weighting:
   r"""Maximises the worst task's improvement near the mean gradient (CAGrad).
 
   Liu, Liu, Jin, Stone and Liu, "Conflict-Averse Gradient Descent for
@@ -132,18 +129,15 @@ def cagrad(
   only, so ``d`` is linear in the gradients' scale.
 
   Args:
-    num_tasks: T.
     c: radius of the ball around ``g_0``, relative to ``‖g_0‖``, >= 0. The
       paper uses 0.5 on its supervised benchmarks.
     rescale: ``'none'`` (the paper), ``'one_plus_c_squared'`` or
       ``'one_plus_c'`` (divide ``d`` by ``1 + c²`` or ``1 + c``).
     max_iters: solver steps at most, a Python int >= 1.
     tol: relative duality gap at which the solver stops, > 0.
-    task_specific: leaves that belong to one task (see :func:`balancer`).
 
   Returns:
-    An ``optax.GradientTransformationExtraArgs`` whose state is a
-    :class:`WeightsState` holding the last weights.
+    A stateless :class:`Weighting` of the Gramian.
 
   Example:
     >>> import jax.numpy as jnp
@@ -156,7 +150,6 @@ def cagrad(
     >>> [round(float(w), 4) for w in state.weights]
     [0.7041, 0.5]
   """
-  base.check_num_tasks(num_tasks)
   base.check_range('c', c, 0.0)
   base.check_choice('rescale', rescale, RESCALES)
   base.check_positive_int('max_iters', max_iters)
@@ -168,12 +161,11 @@ def cagrad(
     mean_norm = numerics.safe_sqrt(jnp.mean(gram))  # ‖g_0‖.
     combined_norm = numerics.safe_sqrt(dual @ gram @ dual)  # ‖g_w*‖.
     step = numerics.safe_div(c * mean_norm, combined_norm)  # √φ / ‖g_w*‖.
-    weights = 1.0 / num_tasks + step * dual  # d = g_0 + (√φ/‖g_w‖) g_w.
+    weights = 1.0 / stats.num_tasks + step * dual  # d = g_0 + (√φ/‖g_w‖) g_w.
     if rescale == 'one_plus_c_squared':
       weights = weights / (1.0 + c ** 2)
     elif rescale == 'one_plus_c':
       weights = weights / (1.0 + c)
     return weights, state
 
-  return base.balancer(num_tasks, weigh, name='cagrad',
-                       task_specific=task_specific)
+  return base.Weighting(weigh=weigh, name='cagrad')

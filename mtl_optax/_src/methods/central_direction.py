@@ -2,7 +2,6 @@
 
 import jax
 import jax.numpy as jnp
-import optax
 
 from mtl_optax._src import base
 from mtl_optax._src import min_norm
@@ -37,12 +36,10 @@ def central_direction_weights(
 
 
 def central_direction(
-    num_tasks: int,
     *,
     max_iters: int = min_norm.DEFAULT_MAX_ITERS,
     tol: float = min_norm.DEFAULT_TOL,
-    task_specific: base.TaskSpecific = None,
-) -> optax.GradientTransformationExtraArgs:
+) -> base.Weighting:
   r"""Central direction: equal angles with every task, inside the gradients' hull.
 
   Katrutsa, Merkulov, Tursynbek and Oseledets (2020), as used in Nakamura's
@@ -65,14 +62,11 @@ def central_direction(
   ``w = [1]``.
 
   Args:
-    num_tasks: T.
     max_iters: Python int >= 1, the min-norm solver's iteration cap (T > 2).
     tol: >= 0, the solver's relative duality-gap tolerance.
-    task_specific: leaves that belong to one task (see :func:`balancer`).
 
   Returns:
-    An ``optax.GradientTransformationExtraArgs`` with state
-    :class:`WeightsState`. It needs no losses.
+    A stateless :class:`Weighting` of the Gramian. It needs no losses.
 
   Example:
     >>> import jax.numpy as jnp
@@ -85,7 +79,6 @@ def central_direction(
     >>> updates  # Equal angles (45°) with both gradients.
     Array([0.8, 0.8], dtype=float32)
   """
-  base.check_num_tasks(num_tasks)
   base.check_positive_int('max_iters', max_iters)
   base.check_range('tol', tol, 0.0)
 
@@ -94,5 +87,4 @@ def central_direction(
                                         tol=tol)
     return weights, state
 
-  return base.balancer(num_tasks, weigh, name='central_direction',
-                       task_specific=task_specific)
+  return base.Weighting(weigh=weigh, name='central_direction')

@@ -2,7 +2,6 @@
 
 import jax
 import jax.numpy as jnp
-import optax
 
 from mtl_optax._src import base
 from mtl_optax._src import numerics
@@ -21,11 +20,7 @@ def config_weights(gram: jax.Array) -> jax.Array:
   return coefficients * length
 
 
-def config(
-    num_tasks: int,
-    *,
-    task_specific: base.TaskSpecific = None,
-) -> optax.GradientTransformationExtraArgs:
+def config() -> base.Weighting:
   r"""ConFIG: a direction with the same cosine to every task gradient.
 
   Liu et al., "ConFIG: Towards Conflict-free Training of Physics Informed
@@ -53,12 +48,8 @@ def config(
   ``U⁺ 1`` only fits ``1`` in the least-squares sense and a task can be in
   conflict (e.g. three collinear gradients, one reversed).
 
-  Args:
-    num_tasks: T.
-    task_specific: leaves that belong to one task (see :func:`balancer`).
-
   Returns:
-    A stateless ``optax.GradientTransformationExtraArgs``.
+    A stateless :class:`Weighting` of the Gramian.
 
   Example:
     >>> import jax.numpy as jnp
@@ -68,10 +59,7 @@ def config(
     >>> tx.update(grads, tx.init(jnp.zeros(2)))[0]  # length (1 + 3)/√2
     Array([2., 2.], dtype=float32)
   """
-  base.check_num_tasks(num_tasks)
-
   def weigh(stats, state):
     return config_weights(stats.gram), state
 
-  return base.balancer(num_tasks, weigh, name='config',
-                       task_specific=task_specific)
+  return base.Weighting(weigh=weigh, name='config')

@@ -2,7 +2,6 @@
 
 import jax
 import jax.numpy as jnp
-import optax
 
 from mtl_optax._src import base
 from mtl_optax._src import dual_cone
@@ -17,12 +16,10 @@ def dualproj_weights(gram: jax.Array, reg_eps, max_iters: int) -> jax.Array:
 
 
 def dualproj(
-    num_tasks: int,
     *,
     reg_eps: float = 1e-4,
     max_iters: int | None = None,
-    task_specific: base.TaskSpecific = None,
-) -> optax.GradientTransformationExtraArgs:
+) -> base.Weighting:
   r"""Projects the mean task gradient onto the dual cone of the task gradients.
 
   The DualProj aggregator of Quinton and Rey, "Jacobian Descent for
@@ -44,14 +41,12 @@ def dualproj(
   invariant, linear under scaling; every ``w_t >= 1/T``.
 
   Args:
-    num_tasks: T.
     reg_eps: >= 0, ridge added to the trace-normalised Gramian.
     max_iters: Python int >= 1, the solver's iteration cap; default
       ``4 T + 10``.
-    task_specific: leaves that belong to one task (see :func:`balancer`).
 
   Returns:
-    A stateless ``optax.GradientTransformationExtraArgs``.
+    A stateless :class:`Weighting` of the Gramian.
 
   Example:
     >>> import jax.numpy as jnp
@@ -62,14 +57,12 @@ def dualproj(
     >>> state.weights.round(4)  # (1/2, 1/2) lifted to (1, 1/2): d ⟂ g_1
     Array([1. , 0.5], dtype=float32)
   """
-  base.check_num_tasks(num_tasks)
   base.check_range('reg_eps', reg_eps, 0.0)
-  if max_iters is None:
-    max_iters = dual_cone.default_max_iters(num_tasks)
-  base.check_positive_int('max_iters', max_iters)
+  if max_iters is not None:
+    base.check_positive_int('max_iters', max_iters)
 
   def weigh(stats, state):
-    return dualproj_weights(stats.gram, reg_eps, max_iters), state
+    iterations = max_iters or dual_cone.default_max_iters(stats.num_tasks)
+    return dualproj_weights(stats.gram, reg_eps, iterations), state
 
-  return base.balancer(num_tasks, weigh, name='dualproj',
-                       task_specific=task_specific)
+  return base.Weighting(weigh=weigh, name='dualproj')

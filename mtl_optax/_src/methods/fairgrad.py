@@ -1,20 +1,17 @@
 """FairGrad: α-fair shares of the improvement, the root of G w = w^{-1/α}."""
 
 import jax.numpy as jnp
-import optax
 
 from mtl_optax._src import base
 from mtl_optax._src import fair_allocation
 
 
 def fairgrad(
-    num_tasks: int,
     *,
     alpha: float = 1.0,
     max_iters: int = 100,
     tol: float = 1e-6,
-    task_specific: base.TaskSpecific = None,
-) -> optax.GradientTransformationExtraArgs:
+) -> base.Weighting:
   r"""Weights tasks so that their improvements are α-fair: ``G w = w^{-1/α}``.
 
   Ban and Ji, "Fair Resource Allocation in Multi-Task Learning" (ICML 2024),
@@ -45,16 +42,13 @@ def fairgrad(
   it adds nothing to ``d``).
 
   Args:
-    num_tasks: T.
     alpha: the fairness ``α`` > 0. The paper tunes it per benchmark; 1 is
       proportional fairness.
     max_iters: Newton steps at most, a Python int >= 1.
     tol: relative residual at which the solver stops, > 0.
-    task_specific: leaves that belong to one task (see :func:`balancer`).
 
   Returns:
-    An ``optax.GradientTransformationExtraArgs`` whose state is a
-    :class:`WeightsState` holding the last ``w``.
+    A stateless :class:`Weighting` of the Gramian.
 
   Example:
     >>> import jax.numpy as jnp
@@ -65,7 +59,6 @@ def fairgrad(
     >>> [round(float(w), 4) for w in state.weights]
     [0.5915, 0.4071]
   """
-  base.check_num_tasks(num_tasks)
   base.check_range('alpha', alpha, 0.0, low_open=True)
   base.check_positive_int('max_iters', max_iters)
   base.check_range('tol', tol, 0.0, low_open=True)
@@ -75,5 +68,4 @@ def fairgrad(
         stats.gram, jnp.log(stats.scale), alpha, max_iters=max_iters, tol=tol)
     return weights, state
 
-  return base.balancer(num_tasks, weigh, name='fairgrad',
-                       task_specific=task_specific)
+  return base.Weighting(weigh=weigh, name='fairgrad')

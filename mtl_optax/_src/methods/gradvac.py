@@ -5,14 +5,12 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 from jax import lax
-import optax
 
 from mtl_optax._src import base
 from mtl_optax._src import numerics
 
 
 class GradVacState(NamedTuple):
-  weights: jax.Array  # shape=[T], dtype=float32
   targets: jax.Array  # shape=[T, T], dtype=float32; φ̂_ij, diagonal unused
   key: jax.Array  # shape=[2], dtype=uint32; a raw PRNG key, split every step
 
@@ -62,12 +60,10 @@ def _vaccinate_one_task(task, order, gram, targets, beta):
 
 
 def gradvac(
-    num_tasks: int,
     *,
     beta: float = 0.01,
     key: Any = 0,
-    task_specific: base.TaskSpecific = None,
-) -> optax.GradientTransformationExtraArgs:
+) -> base.Weighting:
   r"""Raises each pair's gradient cosine to an EMA target (Gradient Vaccine).
 
   Wang, Tsvetkov, Firat and Cao, "Gradient Vaccine: Investigating and
@@ -100,14 +96,12 @@ def gradvac(
   defaults to the paper's 1e-2 (LibMTL's default is 0.5).
 
   Args:
-    num_tasks: T.
     beta: EMA rate of the targets, in [0, 1].
     key: a PRNG key (raw ``uint32[2]`` or typed) or an int seed.
-    task_specific: leaves that belong to one task (see :func:`balancer`).
 
   Returns:
-    An ``optax.GradientTransformationExtraArgs`` with state
-    :class:`GradVacState`.
+    A :class:`Weighting` of the Gramian with state :class:`GradVacState`
+    (the targets ``φ̂`` and the key of the next step).
 
   Example:
     >>> import jax.numpy as jnp
@@ -117,21 +111,20 @@ def gradvac(
     >>> updates, state = tx.update(grads, tx.init(jnp.zeros(2)))
     >>> updates  # φ̂ = 0 at the start: PCGrad's projections, summed.
     Array([0.5, 1.5], dtype=float32)
-    >>> round(float(state.targets[0, 1]), 4)  # EMA of cos = -0.7071, β = 0.01.
+    >>> targets = state.weighting_state.targets
+    >>> round(float(targets[0, 1]), 4)  # EMA of cos = -0.7071, β = 0.01.
     -0.0071
   """
-  base.check_num_tasks(num_tasks)
   base.check_range('beta', beta, 0.0, 1.0)
 
-  def init_state(params):
-    del params
+  def init(num_tasks):
     return GradVacState(
-        weights=jnp.zeros([num_tasks], jnp.float32),
         targets=jnp.zeros([num_tasks, num_tasks], jnp.float32),
         key=numerics.as_raw_key(key))
 
   def weigh(stats, state):
     # The cosines and ‖g'_i‖/‖g_j‖ do not depend on the scale.
+    num_tasks = stats.num_tasks
     next_key, order_key = jax.random.split(state.key)
     orders = jax.vmap(lambda k: jax.random.permutation(k, num_tasks))(
         jax.random.split(order_key, num_tasks))
@@ -141,5 +134,4 @@ def gradvac(
     weights = jnp.sum(coefficients, axis=0)  # d = Σ_i g'_i = Σ_k w_k g_k.
     return weights, state._replace(targets=targets, key=next_key)
 
-  return base.balancer(num_tasks, weigh, name='gradvac',
-                       init_state=init_state, task_specific=task_specific)
+  return base.Weighting(weigh=weigh, init=init, name='gradvac')

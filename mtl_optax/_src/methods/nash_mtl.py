@@ -13,7 +13,6 @@ from mtl_optax._src import numerics
 
 
 class NashMTLState(NamedTuple):
-  weights: jax.Array  # shape=[T], dtype=float32; α after the max_norm cap
   alpha: jax.Array  # shape=[T], dtype=float32; the last solved α, uncapped
   count: jax.Array  # shape=(), dtype=int32; updates seen, saturating
 
@@ -38,14 +37,12 @@ def bargaining_weights(gram: jax.Array, *, max_iters: int,
 
 
 def nash_mtl(
-    num_tasks: int,
     *,
     max_norm: float = 1.0,
     update_weights_every: int = 1,
     max_iters: int = 100,
     tol: float = 1e-6,
-    task_specific: base.TaskSpecific = None,
-) -> optax.GradientTransformationExtraArgs:
+) -> base.Weighting:
   r"""Weights tasks by the Nash bargaining solution: ``G α = 1/α``.
 
   Navon, Shamsian, Achituve, Maron, Kawaguchi, Chechik and Fetaya,
@@ -82,16 +79,15 @@ def nash_mtl(
   0 along the conflicting directions. A zero-norm task gets weight 0.
 
   Args:
-    num_tasks: T.
     max_norm: cap on the norm of the shared update, >= 0 (0: no cap).
     update_weights_every: solve every this many updates, a Python int >= 1.
     max_iters: Newton steps at most, a Python int >= 1.
     tol: relative residual at which the solver stops, > 0.
-    task_specific: leaves that belong to one task (see :func:`balancer`).
 
   Returns:
-    An ``optax.GradientTransformationExtraArgs`` with state
-    :class:`NashMTLState`.
+    A :class:`Weighting` of the Gramian with state :class:`NashMTLState`
+    (the last solved ``α`` and the update count); the weights it returns are
+    ``α`` after the ``max_norm`` cap.
 
   Example:
     >>> import jax.numpy as jnp
@@ -104,16 +100,13 @@ def nash_mtl(
     >>> [round(float(x), 4) for x in updates]  # Equal shares.
     [2.0305, 2.0305]
   """
-  base.check_num_tasks(num_tasks)
   base.check_range('max_norm', max_norm, 0.0)
   base.check_positive_int('update_weights_every', update_weights_every)
   base.check_positive_int('max_iters', max_iters)
   base.check_range('tol', tol, 0.0, low_open=True)
 
-  def init_state(params):
-    del params
+  def init(num_tasks):
     return NashMTLState(
-        weights=jnp.zeros([num_tasks], jnp.float32),
         alpha=jnp.ones([num_tasks], jnp.float32),  # The authors' start.
         count=jnp.zeros([], jnp.int32))
 
@@ -130,5 +123,4 @@ def nash_mtl(
     return alpha * factor, state._replace(
         alpha=alpha, count=optax.safe_increment(state.count))
 
-  return base.balancer(num_tasks, weigh, name='nash_mtl',
-                       init_state=init_state, task_specific=task_specific)
+  return base.Weighting(weigh=weigh, init=init, name='nash_mtl')

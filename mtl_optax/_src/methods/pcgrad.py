@@ -5,14 +5,12 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 from jax import lax
-import optax
 
 from mtl_optax._src import base
 from mtl_optax._src import numerics
 
 
 class PCGradState(NamedTuple):
-  weights: jax.Array  # shape=[T], dtype=float32
   key: jax.Array  # shape=[2], dtype=uint32; a raw PRNG key, split every step
 
 
@@ -52,11 +50,9 @@ def pcgrad_weights(gram: jax.Array, key: jax.Array) -> jax.Array:
 
 
 def pcgrad(
-    num_tasks: int,
     *,
     key: Any = 0,
-    task_specific: base.TaskSpecific = None,
-) -> optax.GradientTransformationExtraArgs:
+) -> base.Weighting:
   r"""Projecting Conflicting Gradients: the sum of the de-conflicted gradients.
 
   Yu et al., "Gradient Surgery for Multi-Task Learning" (NeurIPS 2020),
@@ -87,14 +83,12 @@ def pcgrad(
   gradient conflicts with nothing and is left as is.
 
   Args:
-    num_tasks: T.
     key: PRNG key for the projection orders (raw ``uint32[2]`` or typed) or an
       int seed; default 0.
-    task_specific: leaves that belong to one task (see :func:`balancer`).
 
   Returns:
-    An ``optax.GradientTransformationExtraArgs`` with state
-    :class:`PCGradState`.
+    A :class:`Weighting` of the Gramian with state :class:`PCGradState`
+    (the key of the next step).
 
   Example:
     >>> import jax.numpy as jnp
@@ -104,19 +98,15 @@ def pcgrad(
     >>> tx.update(grads, tx.init(jnp.zeros(2)))[0]  # (0.5, 0.5) + (0, 1)
     Array([0.5, 1.5], dtype=float32)
   """
-  base.check_num_tasks(num_tasks)
-
   start_key = numerics.as_raw_key(key)
 
-  def init_state(params):
-    del params
-    return PCGradState(weights=jnp.zeros([num_tasks], jnp.float32),
-                       key=start_key)
+  def init(num_tasks):
+    del num_tasks
+    return PCGradState(key=start_key)
 
   def weigh(stats, state):
     next_key, step_key = jax.random.split(state.key)
     weights = pcgrad_weights(stats.gram, step_key)
     return weights, state._replace(key=next_key)
 
-  return base.balancer(num_tasks, weigh, name='pcgrad', init_state=init_state,
-                       task_specific=task_specific)
+  return base.Weighting(weigh=weigh, init=init, name='pcgrad')
