@@ -13,12 +13,30 @@ in the loss path (:func:`mtl_optax.weigh_losses`) and in combinators
 
 from mtl_optax._src.methods.dwa import dwa
 from mtl_optax._src.methods.equal_weighting import equal_weighting
+from mtl_optax._src.methods.famo import famo
+from mtl_optax._src.methods.fixed_weighting import fixed_weighting
+from mtl_optax._src.methods.gls import gls
+from mtl_optax._src.methods.gradnorm import gradnorm
+from mtl_optax._src.methods.imtl import imtl
+from mtl_optax._src.methods.logse import logse
+from mtl_optax._src.methods.max_norm_weighting import max_norm_weighting
 from mtl_optax._src.methods.mgda import mgda
+from mtl_optax._src.methods.rlw import rlw
+from mtl_optax._src.methods.uncertainty_weighting import uncertainty_weighting
 from mtl_optax._src.methods.upgrad import upgrad
 
 __all__ = [
     'dwa',
     'equal_weighting',
+    'famo',
+    'fixed_weighting',
+    'gls',
+    'gradnorm',
+    'imtl',
+    'logse',
+    'max_norm_weighting',
     'mgda',
+    'rlw',
+    'uncertainty_weighting',
     'upgrad',
 ]
