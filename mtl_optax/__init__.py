@@ -22,24 +22,24 @@ dwa = balancer_factory(weightings.dwa)
 equal_weighting = balancer_factory(weightings.equal_weighting)
 fairgrad = balancer_factory(weightings.fairgrad)
 from mtl_optax._src.methods.famo import FAMOState
-from mtl_optax._src.methods.famo import famo
-from mtl_optax._src.methods.fixed_weighting import fixed_weighting
-from mtl_optax._src.methods.gls import gls
+famo = balancer_factory(weightings.famo)
+fixed_weighting = balancer_factory(weightings.fixed_weighting)
+gls = balancer_factory(weightings.gls)
 from mtl_optax._src.methods.graddrop import GradDropState
 from mtl_optax._src.methods.graddrop import graddrop
 from mtl_optax._src.methods.gradient_ema import GradientEmaState
 from mtl_optax._src.methods.gradient_ema import gradient_ema
 from mtl_optax._src.methods.gradnorm import GradNormState
-from mtl_optax._src.methods.gradnorm import gradnorm
+gradnorm = balancer_factory(weightings.gradnorm)
 from mtl_optax._src.methods.gradvac import GradVacState
 gradvac = balancer_factory(weightings.gradvac)
 from mtl_optax._src.gramian import gramian
 from mtl_optax._src.gramian import weighted_sum
 from mtl_optax._src.methods.imtl import IMTLState
-from mtl_optax._src.methods.imtl import imtl
+imtl = balancer_factory(weightings.imtl)
 from mtl_optax._src.methods.log_scaling import log_scaling
-from mtl_optax._src.methods.logse import logse
-from mtl_optax._src.methods.max_norm_weighting import max_norm_weighting
+logse = balancer_factory(weightings.logse)
+max_norm_weighting = balancer_factory(weightings.max_norm_weighting)
 mgda = balancer_factory(weightings.mgda)
 from mtl_optax._src.mgda_ub import representation_balanced_grads
 from mtl_optax._src.min_norm import min_norm_weights
@@ -48,14 +48,14 @@ nash_mtl = balancer_factory(weightings.nash_mtl)
 from mtl_optax._src.methods.pcgrad import PCGradState
 pcgrad = balancer_factory(weightings.pcgrad)
 from mtl_optax._src.methods.rlw import RLWState
-from mtl_optax._src.methods.rlw import rlw
+rlw = balancer_factory(weightings.rlw)
 from mtl_optax._src.task_grads import value_and_task_grads
 from mtl_optax._src.engine import value_and_balanced_grad
 from mtl_optax._src.engine import value_and_gramian
 from mtl_optax._src.methods.task_tensioner import TaskTensionerState
 from mtl_optax._src.methods.task_tensioner import task_tensioner
 from mtl_optax._src.methods.uncertainty_weighting import UncertaintyWeightingState
-from mtl_optax._src.methods.uncertainty_weighting import uncertainty_weighting
+uncertainty_weighting = balancer_factory(weightings.uncertainty_weighting)
 upgrad = balancer_factory(weightings.upgrad)
 
 __version__ = '0.1.0'

@@ -19,10 +19,19 @@ from mtl_optax._src.methods.dualproj import dualproj
 from mtl_optax._src.methods.dwa import dwa
 from mtl_optax._src.methods.equal_weighting import equal_weighting
 from mtl_optax._src.methods.fairgrad import fairgrad
+from mtl_optax._src.methods.famo import famo
+from mtl_optax._src.methods.fixed_weighting import fixed_weighting
+from mtl_optax._src.methods.gls import gls
+from mtl_optax._src.methods.gradnorm import gradnorm
 from mtl_optax._src.methods.gradvac import gradvac
+from mtl_optax._src.methods.imtl import imtl
+from mtl_optax._src.methods.logse import logse
+from mtl_optax._src.methods.max_norm_weighting import max_norm_weighting
 from mtl_optax._src.methods.mgda import mgda
 from mtl_optax._src.methods.nash_mtl import nash_mtl
 from mtl_optax._src.methods.pcgrad import pcgrad
+from mtl_optax._src.methods.rlw import rlw
+from mtl_optax._src.methods.uncertainty_weighting import uncertainty_weighting
 from mtl_optax._src.methods.upgrad import upgrad
 
 __all__ = [
@@ -34,9 +43,18 @@ __all__ = [
     'dwa',
     'equal_weighting',
     'fairgrad',
+    'famo',
+    'fixed_weighting',
+    'gls',
+    'gradnorm',
     'gradvac',
+    'imtl',
+    'logse',
+    'max_norm_weighting',
     'mgda',
     'nash_mtl',
     'pcgrad',
+    'rlw',
+    'uncertainty_weighting',
     'upgrad',
 ]

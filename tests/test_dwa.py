@@ -47,9 +47,10 @@ def test_per_step_weights_by_hand():
   # The slower task (larger ratio) gets more weight.
   assert weights[3][1] > weights[3][0]
   # History after four steps: the last two losses.
-  np.testing.assert_allclose(state.last_means, _PER_STEP[3])
-  np.testing.assert_allclose(state.earlier_means, _PER_STEP[2])
-  assert int(state.periods_done) == 4 and int(state.updates_in_period) == 0
+  np.testing.assert_allclose(state.weighting_state.last_means, _PER_STEP[3])
+  np.testing.assert_allclose(state.weighting_state.earlier_means, _PER_STEP[2])
+  assert int(state.weighting_state.periods_done) == 4
+  assert int(state.weighting_state.updates_in_period) == 0
 
 
 def test_periods_average_their_losses():
@@ -63,14 +64,16 @@ def test_periods_average_their_losses():
     np.testing.assert_array_equal(weights[k], [1.0, 1.0])
   for k in range(6, 9):  # The losses of the period in progress do not count.
     np.testing.assert_allclose(weights[k], _by_hand([0.5, 0.75]), rtol=1e-6)
-  np.testing.assert_allclose(state.last_means, [19 / 3, 19 / 3], rtol=1e-6)
-  np.testing.assert_allclose(state.earlier_means, [1.0, 3.0], rtol=1e-6)
-  assert int(state.periods_done) == 3
+  np.testing.assert_allclose(state.weighting_state.last_means, [19 / 3, 19 / 3],
+                             rtol=1e-6)
+  np.testing.assert_allclose(state.weighting_state.earlier_means, [1.0, 3.0],
+                             rtol=1e-6)
+  assert int(state.weighting_state.periods_done) == 3
 
   # Mid-period: after 7 updates, one update of period 2 is recorded.
   _, state = _run(mtl.dwa(2, period=3), 2, losses[:7])
-  assert int(state.updates_in_period) == 1
-  np.testing.assert_allclose(state.running_mean, [9.0, 9.0])
+  assert int(state.weighting_state.updates_in_period) == 1
+  np.testing.assert_allclose(state.weighting_state.running_mean, [9.0, 9.0])
 
 
 def test_temperature():
@@ -87,7 +90,7 @@ def test_zero_and_negative_losses_are_floored():
   # the first task takes all the weight, w = [2, 0] (exp(-5e7) underflows).
   weights, state = _run(mtl.dwa(2), 2, [[0.0, -1.0], [1.0, 0.0], [1.0, 1.0]])
   np.testing.assert_allclose(weights[2], [2.0, 0.0])
-  assert np.all(np.isfinite(state.last_means))
+  assert np.all(np.isfinite(state.weighting_state.last_means))
 
 
 def test_extreme_ratios_and_tiny_temperature_stay_finite():
@@ -112,7 +115,8 @@ def test_non_finite_loss_leaves_the_history_untouched():
 
 def test_one_backward_path_gives_the_same_update():
   state = assert_both_paths_agree(mtl.dwa(3, period=2), 3, num_steps=6)
-  assert int(state.periods_done) == 3  # Ratios were in use for two steps.
+  # Ratios were in use for two steps.
+  assert int(state.weighting_state.periods_done) == 3
 
 
 def test_bad_arguments_are_rejected():

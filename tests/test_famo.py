@@ -61,14 +61,16 @@ def test_matches_a_float64_reference_over_four_updates():
   expected_weights, expected_logits = _reference(_LOSSES)
   for k in range(4):
     np.testing.assert_allclose(weights[k], expected_weights[k], rtol=1e-5)
-    np.testing.assert_allclose(states[k].logits, expected_logits[k],
-                               rtol=1e-4, atol=1e-7)
-    np.testing.assert_allclose(states[k].previous_losses, _LOSSES[k])
-    assert int(states[k].count) == k + 1
+    np.testing.assert_allclose(states[k].weighting_state.logits,
+                               expected_logits[k], rtol=1e-4, atol=1e-7)
+    np.testing.assert_allclose(states[k].weighting_state.previous_losses,
+                               _LOSSES[k])
+    assert int(states[k].weighting_state.count) == k + 1
   # After two updates: one Adam step, ±β per logit at most; the task whose
   # loss fell most (task 0, by log 1/0.6) loses logit.
-  assert states[1].logits[0] < 0 < states[1].logits[1]
-  assert np.all(np.abs(states[1].logits) <= 0.025 + 1e-7)
+  logits = states[1].weighting_state.logits
+  assert logits[0] < 0 < logits[1]
+  assert np.all(np.abs(logits) <= 0.025 + 1e-7)
 
 
 def test_plain_gradient_step_by_hand():
@@ -80,7 +82,8 @@ def test_plain_gradient_step_by_hand():
   weights, states = _run(tx, 2, [[1.0, 1.0], [0.5, 1.0]])
   np.testing.assert_allclose(weights[0], [0.5, 0.5])  # ξ = 0, equal losses.
   logit = beta * math.log(2) / 4
-  np.testing.assert_allclose(states[1].logits, [-logit, logit], rtol=1e-6)
+  np.testing.assert_allclose(states[1].weighting_state.logits, [-logit, logit],
+                             rtol=1e-6)
   # w ∝ z / L = [e^{−ℓ} / 0.5, e^{ℓ} / 1].
   raw = [math.exp(-logit) / 0.5, math.exp(logit)]
   np.testing.assert_allclose(weights[1], [r / sum(raw) for r in raw],
@@ -91,7 +94,8 @@ def test_weights_sum_to_one_and_favour_small_losses_at_first():
   weights, states = _run(mtl.famo(3), 3, [[1.0, 2.0, 4.0]])
   # ξ = 0: w ∝ 1 / L = [4, 2, 1] / 7.
   np.testing.assert_allclose(weights[0], [4 / 7, 2 / 7, 1 / 7], rtol=1e-6)
-  np.testing.assert_array_equal(states[0].logits, [0.0, 0.0, 0.0])
+  np.testing.assert_array_equal(states[0].weighting_state.logits,
+                                [0.0, 0.0, 0.0])
 
 
 def test_zero_and_negative_losses_are_floored():
@@ -100,7 +104,8 @@ def test_zero_and_negative_losses_are_floored():
                          [[0.0, -1.0], [1.0, 0.0]])
   np.testing.assert_allclose(weights[0], [0.5, 0.5])
   logit = math.log(1e-8) / 4  # As in the hand-derived step above, β = 1.
-  np.testing.assert_allclose(states[1].logits, [-logit, logit], rtol=1e-5)
+  np.testing.assert_allclose(states[1].weighting_state.logits, [-logit, logit],
+                             rtol=1e-5)
   assert np.all(np.isfinite(weights[1]))
   np.testing.assert_allclose(weights[1].sum(), 1.0, rtol=1e-6)
 
@@ -120,7 +125,7 @@ def test_non_finite_loss_leaves_logits_and_history_untouched():
 
 def test_one_backward_path_gives_the_same_update():
   state = assert_both_paths_agree(mtl.famo(3), 3, num_steps=5)
-  assert np.any(state.logits != 0.0)  # The logits did move.
+  assert np.any(state.weighting_state.logits != 0.0)  # The logits did move.
 
 
 def test_bad_arguments_are_rejected():

@@ -184,10 +184,11 @@ def test_uncertainty_converges_to_its_fixed_point(form):
     expected = [_liebel_fixed_point(float(l)) for l in losses]
   else:  # ∂/∂s = c (1 − e^{-s} L) vanishes at s = log L.
     expected = np.log(np.asarray(losses))
-  np.testing.assert_allclose(state.log_vars, expected, atol=1e-4)
+  np.testing.assert_allclose(state.weighting_state.log_vars, expected,
+                             atol=1e-4)
   half = 1.0 if form == 'bentaieb' else 0.5
   np.testing.assert_allclose(state.weights, half * np.exp(-np.asarray(
-      state.log_vars)), rtol=1e-3)
+      state.weighting_state.log_vars)), rtol=1e-3)
 
 
 def test_uncertainty_first_step_by_hand():
@@ -195,7 +196,8 @@ def test_uncertainty_first_step_by_hand():
   tx = mtl.uncertainty_weighting(2, optimizer=optax.sgd(0.1))
   updates, state = _update(tx, WORKED, jnp.array([3.0, 1.0]))
   np.testing.assert_allclose(state.weights, [0.5, 0.5])
-  np.testing.assert_allclose(state.log_vars, [0.1, 0.0], atol=1e-7)
+  np.testing.assert_allclose(state.weighting_state.log_vars, [0.1, 0.0],
+                             atol=1e-7)
   np.testing.assert_allclose(updates['a'], [1.0, 1.0])
 
 
@@ -208,7 +210,8 @@ def test_uncertainty_default_adam_approaches_fixed_point():
     return jax.lax.scan(step, state, None, length=2000)[0]
 
   state = jax.jit(run)(tx.init(None))
-  np.testing.assert_allclose(state.log_vars, np.log([0.5, 2.0]), atol=2e-2)
+  np.testing.assert_allclose(state.weighting_state.log_vars, np.log([0.5, 2.0]),
+                             atol=2e-2)
 
 
 @pytest.mark.parametrize('make', [

@@ -76,10 +76,13 @@ def test_matches_a_float64_reference_over_five_updates():
     np.testing.assert_allclose(updates[k], used[k] @ np.asarray(grads[k]),
                                rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(states[k].weights, used[k], rtol=1e-5)
-    np.testing.assert_allclose(states[k].loss_weights, learned[k], rtol=1e-5)
-    np.testing.assert_allclose(states[k].initial_losses, _LOSSES[0])
-    np.testing.assert_allclose(states[k].loss_weights.sum(), 3.0, rtol=1e-6)
-    assert int(states[k].count) == k + 1
+    np.testing.assert_allclose(states[k].weighting_state.loss_weights,
+                               learned[k], rtol=1e-5)
+    np.testing.assert_allclose(states[k].weighting_state.initial_losses,
+                               _LOSSES[0])
+    np.testing.assert_allclose(states[k].weighting_state.loss_weights.sum(),
+                               3.0, rtol=1e-6)
+    assert int(states[k].weighting_state.count) == k + 1
 
 
 def test_two_steps_by_hand_with_sgd():
@@ -91,14 +94,16 @@ def test_two_steps_by_hand_with_sgd():
   updates, states = _run(tx, [grads, grads], [[1.0, 1.0], [0.5, 1.0]])
   np.testing.assert_allclose(updates[0], [3.0, 1.0])
   w1 = np.array([0.7, 1.1]) * 2 / 1.8
-  np.testing.assert_allclose(states[0].loss_weights, w1, rtol=1e-6)
+  np.testing.assert_allclose(states[0].weighting_state.loss_weights, w1,
+                             rtol=1e-6)
   # Step 2: L̃ = [0.5, 1], r = [2/3, 4/3]; G = w1 · [3, 1] = [2.333, 1.222],
   # Ḡ = 1.778, targets = Ḡ r^1.5 = [0.968, 2.737]: still [+, −], so again
   # ∂/∂w = [3, −1]; w = w1 + [−0.3, 0.1] → ×2/1.8.
   np.testing.assert_allclose(updates[1], w1 * np.array([3.0, 1.0]),
                              rtol=1e-6)
   w2 = (w1 + np.array([-0.3, 0.1])) * 2 / 1.8
-  np.testing.assert_allclose(states[1].loss_weights, w2, rtol=1e-6)
+  np.testing.assert_allclose(states[1].weighting_state.loss_weights, w2,
+                             rtol=1e-6)
 
 
 def test_negative_weights_are_clipped_before_renormalising():
@@ -107,8 +112,8 @@ def test_negative_weights_are_clipped_before_renormalising():
   tx = mtl.gradnorm(2, optimizer=optax.sgd(1.0))
   grads = jnp.array([[3.0, 0.0], [0.0, 1.0]])
   _, states = _run(tx, [grads, grads], [[1.0, 1.0], [1.0, 1.0]])
-  np.testing.assert_allclose(states[0].loss_weights, [0.0, 2.0])
-  np.testing.assert_allclose(states[1].loss_weights, [1.5, 0.5])
+  np.testing.assert_allclose(states[0].weighting_state.loss_weights, [0.0, 2.0])
+  np.testing.assert_allclose(states[1].weighting_state.loss_weights, [1.5, 0.5])
 
 
 def test_alpha_zero_asks_for_equal_weighted_norms():
@@ -124,7 +129,8 @@ def test_alpha_zero_asks_for_equal_weighted_norms():
 
   state = jax.jit(run)(tx.init(None))
   expected = np.array([1 / 3, 1.0, 2 / 5]) * 3 / (1 / 3 + 1 + 2 / 5)
-  np.testing.assert_allclose(state.loss_weights, expected, atol=0.03)
+  np.testing.assert_allclose(state.weighting_state.loss_weights, expected,
+                             atol=0.03)
 
 
 def test_weight_trajectory_does_not_depend_on_the_gradient_scale():
@@ -136,16 +142,18 @@ def test_weight_trajectory_does_not_depend_on_the_gradient_scale():
   _, reference = _run(tx, grads, _LOSSES[:3])
   for factor in (1e-2, 1e6, 1e25):
     _, states = _run(tx, [factor * g for g in grads], _LOSSES[:3])
-    np.testing.assert_allclose(states[-1].loss_weights,
-                               reference[-1].loss_weights, rtol=1e-5)
+    np.testing.assert_allclose(states[-1].weighting_state.loss_weights,
+                               reference[-1].weighting_state.loss_weights,
+                               rtol=1e-5)
 
 
 def test_zero_gradients_and_one_task_keep_weights_at_one():
   _, states = _run(mtl.gradnorm(2), [jnp.zeros((2, 3))] * 2,
                    [[1.0, 2.0], [0.5, 2.0]])
-  np.testing.assert_array_equal(states[-1].loss_weights, [1.0, 1.0])
+  np.testing.assert_array_equal(states[-1].weighting_state.loss_weights,
+                                [1.0, 1.0])
   _, states = _run(mtl.gradnorm(1), [jnp.ones((1, 3))] * 2, [[1.0], [0.5]])
-  np.testing.assert_array_equal(states[-1].loss_weights, [1.0])
+  np.testing.assert_array_equal(states[-1].weighting_state.loss_weights, [1.0])
 
 
 def test_task_specific_leaves_are_left_out_of_the_norms():
@@ -156,8 +164,9 @@ def test_task_specific_leaves_are_left_out_of_the_norms():
   tree = {'trunk': _GRADS, 'heads': heads}
   updates, states = _run(tx, [tree] * 3, _LOSSES[:3])
   _, trunk_only = _run(mtl.gradnorm(3), [_GRADS] * 3, _LOSSES[:3])
-  np.testing.assert_allclose(states[-1].loss_weights,
-                             trunk_only[-1].loss_weights, rtol=1e-6)
+  np.testing.assert_allclose(states[-1].weighting_state.loss_weights,
+                             trunk_only[-1].weighting_state.loss_weights,
+                             rtol=1e-6)
   np.testing.assert_allclose(updates[-1]['heads'], heads.sum(axis=0))
 
 
@@ -166,9 +175,10 @@ def test_initial_losses_wait_for_a_finite_update():
   step = jax.jit(lambda state, losses: tx.update(
       jnp.eye(2), state, task_losses=losses))
   updates, state = step(tx.init(None), jnp.array([jnp.nan, 1.0]))
-  assert np.all(np.isnan(updates)) and int(state.count) == 0
+  assert np.all(np.isnan(updates)) and int(state.weighting_state.count) == 0
   _, state = step(state, jnp.array([2.0, 3.0]))
-  np.testing.assert_array_equal(state.initial_losses, [2.0, 3.0])
+  np.testing.assert_array_equal(state.weighting_state.initial_losses,
+                                [2.0, 3.0])
 
 
 def test_bad_arguments_are_rejected():

@@ -269,11 +269,12 @@ def test_imtl_l_and_hybrid_scale_the_losses_and_learn_the_scales():
     state = tx.init(jnp.zeros(8))
     _, state = _update(tx, jac, state, losses)  # s = 0: w = e^0 = 1 or α.
     # SGD on ∂(e^s L − s)/∂s = e^s L − 1 at s = 0.
-    np.testing.assert_allclose(state.log_scales,
+    np.testing.assert_allclose(state.weighting_state.log_scales,
                                -learning_rate * (np.asarray(losses) - 1.0),
                                rtol=1e-6)
     updates, state2 = _update(tx, jac, state, losses)
-    scales[mode] = np.exp(np.asarray(state.log_scales, np.float64))
+    scales[mode] = np.exp(np.asarray(state.weighting_state.log_scales,
+                                     np.float64))
     if mode == 'loss':
       np.testing.assert_allclose(state2.weights, scales[mode], rtol=1e-6)
     else:
@@ -285,8 +286,9 @@ def test_imtl_l_and_hybrid_scale_the_losses_and_learn_the_scales():
 
 def test_imtl_hybrid_weights_stay_finite_at_extreme_scales():
   tx = mtl.imtl(2, mode='hybrid')
-  state = tx.init(jnp.zeros(3))._replace(
-      log_scales=jnp.asarray([80.0, -80.0]))
+  state = tx.init(jnp.zeros(3))
+  state = state._replace(weighting_state=state.weighting_state._replace(
+      log_scales=jnp.asarray([80.0, -80.0])))
   updates, _ = _update(tx, REFERENCE_J, state, jnp.ones(2))
   assert np.all(np.isfinite(updates))
 

@@ -22,14 +22,14 @@ def test_weights_follow_the_documented_key_schedule():
   step = _stepper(tx)
   state = tx.init(None)
   key = jax.random.PRNGKey(7)
-  np.testing.assert_array_equal(state.key, key)
+  np.testing.assert_array_equal(state.weighting_state.key, key)
   for _ in range(3):
     updates, state = step(state, _EYE)
     key, draw = jax.random.split(key)
     logits = np.asarray(jax.random.normal(draw, [3]), np.float64)
     expected = np.exp(logits) / np.exp(logits).sum()
     np.testing.assert_allclose(updates, expected, rtol=1e-6)
-    np.testing.assert_array_equal(state.key, key)
+    np.testing.assert_array_equal(state.weighting_state.key, key)
 
 
 def test_weights_are_on_the_simplex_and_change_every_step():
@@ -50,8 +50,8 @@ def test_int_seed_raw_key_and_typed_key_give_the_same_state():
   expected = jax.random.PRNGKey(5)
   for key in (5, jax.random.PRNGKey(5), jax.random.key(5)):
     state = mtl.rlw(3, key=key).init(None)
-    assert state.key.dtype == jnp.uint32
-    np.testing.assert_array_equal(state.key, expected)
+    assert state.weighting_state.key.dtype == jnp.uint32
+    np.testing.assert_array_equal(state.weighting_state.key, expected)
 
 
 def test_draws_are_standard_normal():
@@ -78,7 +78,8 @@ def test_non_finite_gradient_does_not_advance_the_key():
   expected, _ = step(state, _EYE)
   updates, state_after_bad = step(state, _EYE.at[0, 0].set(jnp.inf))
   assert not np.all(np.isfinite(updates))
-  np.testing.assert_array_equal(state_after_bad.key, state.key)
+  np.testing.assert_array_equal(state_after_bad.weighting_state.key,
+                                state.weighting_state.key)
   np.testing.assert_array_equal(step(state_after_bad, _EYE)[0], expected)
 
 

@@ -418,10 +418,13 @@ def balancer(
   transformation = task_transformation(
       num_tasks, name, init, step, needs_losses=weighting.reads_losses,
       task_specific=task_specific)
+  # The state does not depend on params, so init takes any (even None), as
+  # in 0.1; the task_specific mask is checked against the gradients.
+  init_fn = lambda params: init(None)
   if weighting.reads_gram:
-    return transformation
+    return optax.GradientTransformationExtraArgs(init_fn, transformation.update)
   return LossBalancer(
-      transformation.init, transformation.update,
+      init_fn, transformation.update,
       lambda task_losses, state: weigh_losses(weighting, task_losses, state))
 
 

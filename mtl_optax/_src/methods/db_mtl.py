@@ -80,8 +80,9 @@ def db_mtl(
   gradient_ema = gradient_ema_lib.gradient_ema(
       num_tasks, beta=beta, beta_sigma=beta_sigma,
       task_specific=task_specific)
-  max_norm = max_norm_weighting_lib.max_norm_weighting(
-      num_tasks, eps=eps, task_specific=task_specific)
+  max_norm = base.balancer(
+      num_tasks, max_norm_weighting_lib.max_norm_weighting(eps=eps),
+      task_specific=task_specific)
 
   def init_fn(params):
     ema_state = gradient_ema.init(params)
@@ -98,7 +99,8 @@ def db_mtl(
         log_scaled, gradient_ema_lib.GradientEmaState(
             count=state.count, task_grads_ema=state.task_grads_ema))
     updates, weights_state = max_norm.update(  # Steps 9 and 12.
-        averaged, base.WeightsState(weights=state.weights))
+        averaged, base.BalancerState(weights=state.weights,
+                                     weighting_state=optax.EmptyState()))
     return updates, DBMTLState(weights=weights_state.weights,
                                count=ema_state.count,
                                task_grads_ema=ema_state.task_grads_ema)

@@ -11,7 +11,6 @@ from mtl_optax._src import numerics
 
 
 class FAMOState(NamedTuple):
-  weights: jax.Array  # shape=[T], dtype=float32
   logits: jax.Array  # shape=[T], dtype=float32; ξ, with z = softmax(ξ)
   previous_losses: jax.Array  # shape=[T], dtype=float32; floored losses
   count: jax.Array  # shape=(), dtype=int32; updates seen, saturating
@@ -25,14 +24,12 @@ def _softmax_vjp(logits: jax.Array, cotangent: jax.Array) -> jax.Array:
 
 
 def famo(
-    num_tasks: int,
     *,
     learning_rate: float = 0.025,
     weight_decay: float = 1e-3,
     optimizer: optax.GradientTransformation | None = None,
     floor: float = 1e-8,
-    task_specific: base.TaskSpecific = None,
-) -> base.LossBalancer:
+) -> base.Weighting:
   r"""Weights tasks by ``z_t / L_t`` with learned ``z = softmax(ξ)``.
 
   Liu, Liu, Jin, Stone and Liu, "FAMO: Fast Adaptive Multitask Optimization"
@@ -69,7 +66,6 @@ def famo(
   finite and on the simplex.
 
   Args:
-    num_tasks: T.
     learning_rate: ``β`` > 0, the logits' learning rate (default optimizer
       only).
     weight_decay: ``γ`` >= 0, the logits' weight decay (default optimizer
@@ -78,11 +74,10 @@ def famo(
       ``(∂z/∂ξ)ᵀ δ`` as the gradient. Default: Adam with coupled weight
       decay, as above.
     floor: smallest loss used, > 0.
-    task_specific: leaves that belong to one task (see :func:`balancer`).
 
   Returns:
-    A :class:`LossBalancer` with state :class:`FAMOState`; ``update`` needs
-    ``task_losses``.
+    A loss-level :class:`Weighting` with state :class:`FAMOState`; it needs
+    the losses.
 
   Example:
     >>> import jax.numpy as jnp
@@ -95,7 +90,6 @@ def famo(
     >>> updates.round(4)
     Array([0.75, 0.25], dtype=float32)
   """
-  base.check_num_tasks(num_tasks)
   base.check_range('learning_rate', learning_rate, 0.0, low_open=True)
   base.check_range('weight_decay', weight_decay, 0.0)
   base.check_range('floor', floor, 0.0, low_open=True)
@@ -103,11 +97,9 @@ def famo(
     optimizer = optax.chain(optax.add_decayed_weights(weight_decay),
                             optax.adam(learning_rate))
 
-  def init_state(params):
-    del params
+  def init(num_tasks):
     logits = jnp.zeros([num_tasks], jnp.float32)
-    return FAMOState(weights=jnp.zeros([num_tasks], jnp.float32),
-                     logits=logits,
+    return FAMOState(logits=logits,
                      previous_losses=jnp.ones([num_tasks], jnp.float32),
                      count=jnp.zeros([], jnp.int32),
                      optimizer_state=optimizer.init(logits))
@@ -135,6 +127,5 @@ def famo(
         count=optax.safe_increment(state.count),
         optimizer_state=optimizer_state)
 
-  return base.balancer(num_tasks, weigh, name='famo', init_state=init_state,
-                       needs_losses=True, uses_gram=False,
-                       task_specific=task_specific)
+  return base.Weighting(weigh=weigh, init=init, name='famo', reads_gram=False,
+                        reads_losses=True)

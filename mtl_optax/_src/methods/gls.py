@@ -8,12 +8,7 @@ from mtl_optax._src import numerics
 _FLOAT32_MAX = float(jnp.finfo(jnp.float32).max)
 
 
-def gls(
-    num_tasks: int,
-    *,
-    floor: float = 1e-8,
-    task_specific: base.TaskSpecific = None,
-) -> base.LossBalancer:
+def gls(*, floor: float = 1e-8) -> base.Weighting:
   r"""Minimises the geometric mean of the losses: ``w_t = GLS / (T L_t)``.
 
   Chennupati, Sistu, Yogamani and Rawashdeh, "MultiNet++: Multi-Stream
@@ -35,12 +30,10 @@ def gls(
   is finite.
 
   Args:
-    num_tasks: T.
     floor: smallest loss used, > 0.
-    task_specific: leaves that belong to one task (see :func:`balancer`).
 
   Returns:
-    A :class:`LossBalancer`; ``update`` needs ``task_losses``.
+    A stateless loss-level :class:`Weighting`; it needs the losses.
 
   Example:
     >>> import jax.numpy as jnp
@@ -51,16 +44,16 @@ def gls(
     >>> tx.update(grads, tx.init(jnp.zeros(2)), task_losses=losses)[0]
     Array([1.  , 0.25], dtype=float32)
   """
-  base.check_num_tasks(num_tasks)
   base.check_range('floor', floor, 0.0, low_open=True)
 
   def weigh(stats, state):
     log_losses = jnp.log(numerics.floor_losses(stats.losses, floor))
     log_gls = jnp.mean(log_losses)  # log (Π_t L_t)^{1/T}
+    num_tasks = log_losses.shape[0]
     log_weights = log_gls - log_losses - jnp.log(num_tasks)  # GLS / (T L_t)
     # A weight beyond float32 (a loss near the floor beside huge ones) is
     # capped rather than infinite.
     return jnp.minimum(jnp.exp(log_weights), _FLOAT32_MAX), state
 
-  return base.balancer(num_tasks, weigh, name='gls', needs_losses=True,
-                       uses_gram=False, task_specific=task_specific)
+  return base.Weighting(weigh=weigh, name='gls', reads_gram=False,
+                        reads_losses=True)

@@ -11,7 +11,6 @@ from mtl_optax._src import numerics
 
 
 class GradNormState(NamedTuple):
-  weights: jax.Array  # shape=[T], dtype=float32
   loss_weights: jax.Array  # shape=[T], dtype=float32; learned w, Σ w = T
   initial_losses: jax.Array  # shape=[T], dtype=float32; floored L_t(0)
   count: jax.Array  # shape=(), dtype=int32; updates seen, saturating
@@ -39,14 +38,12 @@ def _renormalise(loss_weights: jax.Array) -> jax.Array:
 
 
 def gradnorm(
-    num_tasks: int,
     *,
     alpha: float = 1.5,
     learning_rate: float = 0.025,
     optimizer: optax.GradientTransformation | None = None,
     floor: float = 1e-8,
-    task_specific: base.TaskSpecific = None,
-) -> optax.GradientTransformationExtraArgs:
+) -> base.Weighting:
   r"""Learns task weights so that ``‖w_t g_t‖`` tracks each task's training rate.
 
   Chen, Badrinarayanan, Lee and Rabinovich, "GradNorm: Gradient
@@ -87,16 +84,14 @@ def gradnorm(
   Zero-norm gradients give ``∂L_grad/∂w = 0``: the weights stay.
 
   Args:
-    num_tasks: T.
     alpha: ``α`` >= 0, the asymmetry of eq. 1.
     learning_rate: > 0, used by the default optimizer only.
     optimizer: the inner optax optimizer that moves ``w``.
     floor: smallest loss used, > 0.
-    task_specific: leaves that belong to one task (see :func:`balancer`).
 
   Returns:
-    An ``optax.GradientTransformationExtraArgs`` with state
-    :class:`GradNormState`; ``update`` needs ``task_losses``.
+    A :class:`Weighting` of the Gramian and the losses, with state
+    :class:`GradNormState`.
 
   Example:
     >>> import jax.numpy as jnp
@@ -107,21 +102,19 @@ def gradnorm(
     ...                            task_losses=jnp.ones(2))
     >>> updates  # w = 1 at the first update
     Array([3., 1.], dtype=float32)
-    >>> [round(float(w), 4) for w in state.loss_weights]  # Adam steps ∓0.025
+    >>> [round(float(w), 4)  # Adam steps ∓0.025
+    ...  for w in state.weighting_state.loss_weights]
     [0.975, 1.025]
   """
-  base.check_num_tasks(num_tasks)
   base.check_range('alpha', alpha, 0.0)
   base.check_range('learning_rate', learning_rate, 0.0, low_open=True)
   base.check_range('floor', floor, 0.0, low_open=True)
   if optimizer is None:
     optimizer = optax.adam(learning_rate)
 
-  def init_state(params):
-    del params
+  def init(num_tasks):
     loss_weights = jnp.ones([num_tasks], jnp.float32)
-    return GradNormState(weights=jnp.zeros([num_tasks], jnp.float32),
-                         loss_weights=loss_weights,
+    return GradNormState(loss_weights=loss_weights,
                          initial_losses=jnp.ones([num_tasks], jnp.float32),
                          count=jnp.zeros([], jnp.int32),
                          optimizer_state=optimizer.init(loss_weights))
@@ -148,6 +141,5 @@ def gradnorm(
         count=optax.safe_increment(state.count),
         optimizer_state=optimizer_state)
 
-  return base.balancer(num_tasks, weigh, name='gradnorm',
-                       init_state=init_state, needs_losses=True,
-                       task_specific=task_specific)
+  return base.Weighting(weigh=weigh, init=init, name='gradnorm',
+                        reads_losses=True)

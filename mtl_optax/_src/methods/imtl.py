@@ -17,7 +17,6 @@ _SUM_RTOL = 1e-6
 
 
 class IMTLState(NamedTuple):
-  weights: jax.Array  # shape=[T], dtype=float32
   log_scales: jax.Array  # shape=[T], dtype=float32; s_t, the loss scale e^{s_t}
   optimizer_state: Any  # the inner optimizer's state for log_scales
 
@@ -40,14 +39,12 @@ def imtl_g_weights(gram: jax.Array) -> jax.Array:
 
 
 def imtl(
-    num_tasks: int,
     *,
     mode: str = 'hybrid',
     optimizer: optax.GradientTransformation | None = None,
     learning_rate: float = 1e-2,
     loss_floor: float = 1e-8,
-    task_specific: base.TaskSpecific = None,
-) -> optax.GradientTransformationExtraArgs:
+) -> base.Weighting:
   r"""Impartial multi-task learning: IMTL-G, IMTL-L or the hybrid IMTL.
 
   Liu et al., "Towards Impartial Multi-task Learning" (ICLR 2021).
@@ -66,7 +63,7 @@ def imtl(
     lives in the state (0 at the start) and moves by its own gradient
     ``∂/∂s_t = e^{s_t} L_t − 1`` through the inner ``optimizer``, as if
     trained with the network; its fixed point is ``e^{s_t} L_t = 1``. Needs
-    the losses; the Gramian is not computed (a :class:`LossBalancer`).
+    the losses; the Gramian is not read (a loss-level weighting).
   * ``mode='hybrid'`` (IMTL, the paper's full method, default): IMTL-G applied
     to the gradients of the scaled losses, ``e^{s_t} g_t``; the weights on the
     raw gradients are ``α_t e^{s_t}``, and ``s`` moves as in IMTL-L.
@@ -88,18 +85,17 @@ def imtl(
   three or more gradients are nearly dependent.
 
   Args:
-    num_tasks: T.
     mode: ``'gradient'``, ``'loss'`` or ``'hybrid'``.
     optimizer: inner optax optimizer that moves ``s`` (IMTL-L and hybrid).
       Default: ``optax.adam(learning_rate)``, as for uncertainty weighting.
     learning_rate: > 0, used by the default optimizer only.
     loss_floor: > 0, smallest loss used in the gradient of ``s``.
-    task_specific: leaves that belong to one task (see :func:`balancer`).
 
   Returns:
-    An ``optax.GradientTransformationExtraArgs``, stateless for
-    ``'gradient'``, with state :class:`IMTLState` otherwise (then ``update``
-    needs ``task_losses``; for ``'loss'`` it is a :class:`LossBalancer`).
+    A :class:`Weighting`: for ``'gradient'``, stateless and reading the
+    Gramian; for ``'loss'``, loss-level with state :class:`IMTLState`,
+    needing the losses; for ``'hybrid'``, reading the Gramian and the losses,
+    with state :class:`IMTLState`.
 
   Example:
     >>> import jax.numpy as jnp
@@ -109,7 +105,6 @@ def imtl(
     >>> tx.update(grads, tx.init(jnp.zeros(2)))[0]  # equal projections
     Array([0.6666667, 0.6666667], dtype=float32)
   """
-  base.check_num_tasks(num_tasks)
   base.check_choice('mode', mode, MODES)
   base.check_range('learning_rate', learning_rate, 0.0, low_open=True)
   base.check_range('loss_floor', loss_floor, 0.0, low_open=True)
@@ -119,17 +114,14 @@ def imtl(
     def weigh_gradients(stats, state):
       return imtl_g_weights(stats.gram), state
 
-    return base.balancer(num_tasks, weigh_gradients, name='imtl',
-                         task_specific=task_specific)
+    return base.Weighting(weigh=weigh_gradients, name='imtl')
 
   if optimizer is None:
     optimizer = optax.adam(learning_rate)
 
-  def init_state(params):
-    del params
+  def init(num_tasks):
     log_scales = jnp.zeros([num_tasks], jnp.float32)
-    return IMTLState(weights=jnp.zeros([num_tasks], jnp.float32),
-                     log_scales=log_scales,
+    return IMTLState(log_scales=log_scales,
                      optimizer_state=optimizer.init(log_scales))
 
   def weigh(stats, state):
@@ -151,6 +143,5 @@ def imtl(
     return weights, state._replace(log_scales=log_scales,
                                    optimizer_state=optimizer_state)
 
-  return base.balancer(num_tasks, weigh, name='imtl', init_state=init_state,
-                       needs_losses=True, uses_gram=mode == 'hybrid',
-                       task_specific=task_specific)
+  return base.Weighting(weigh=weigh, init=init, name='imtl',
+                        reads_gram=mode == 'hybrid', reads_losses=True)

@@ -1,17 +1,10 @@
 """LogSE: the log of each task's loss, from Kendall's likelihood with σ² = L."""
 
-import jax.numpy as jnp
-
 from mtl_optax._src import base
 from mtl_optax._src import numerics
 
 
-def logse(
-    num_tasks: int,
-    *,
-    floor: float = 1e-8,
-    task_specific: base.TaskSpecific = None,
-) -> base.LossBalancer:
+def logse(*, floor: float = 1e-8) -> base.Weighting:
   r"""Balances tasks by the gradient of ``½ Σ_t log L_t``: ``w_t = 1 / (2 L_t)``.
 
   Ghasemi-Naraghi, Nickabadi and Safabakhsh, "LogSE: An Uncertainty-Based
@@ -26,12 +19,10 @@ def logse(
   ``1 / (2 floor)``.
 
   Args:
-    num_tasks: T.
     floor: smallest loss used in ``1/(2 L_t)``, > 0.
-    task_specific: leaves that belong to one task (see :func:`balancer`).
 
   Returns:
-    A :class:`LossBalancer`; ``update`` needs ``task_losses``.
+    A stateless loss-level :class:`Weighting`; it needs the losses.
 
   Example:
     >>> import jax.numpy as jnp
@@ -42,11 +33,10 @@ def logse(
     >>> tx.update(grads, tx.init(jnp.zeros(2)), task_losses=losses)[0]
     Array([1.  , 0.25], dtype=float32)
   """
-  base.check_num_tasks(num_tasks)
   base.check_range('floor', floor, 0.0, low_open=True)
 
   def weigh(stats, state):
     return 0.5 / numerics.floor_losses(stats.losses, floor), state  # Eq. 13.
 
-  return base.balancer(num_tasks, weigh, name='logse', needs_losses=True,
-                       uses_gram=False, task_specific=task_specific)
+  return base.Weighting(weigh=weigh, name='logse', reads_gram=False,
+                        reads_losses=True)

@@ -10,16 +10,10 @@ from mtl_optax._src import numerics
 
 
 class RLWState(NamedTuple):
-  weights: jax.Array  # shape=[T], dtype=float32
   key: jax.Array  # shape=[2], dtype=uint32; a raw PRNG key, split every step
 
 
-def rlw(
-    num_tasks: int,
-    *,
-    key: Any = 0,
-    task_specific: base.TaskSpecific = None,
-) -> base.LossBalancer:
+def rlw(*, key: Any = 0) -> base.Weighting:
   r"""Weights tasks by ``w = softmax(λ)`` with ``λ ~ N(0, I)`` drawn every step.
 
   Lin, Ye, Zhang and Tsang, "Reasonable Effectiveness of Random Weighting: A
@@ -35,12 +29,11 @@ def rlw(
   same ``λ`` again. Needs no losses and no Gramian.
 
   Args:
-    num_tasks: T.
     key: a PRNG key (raw ``uint32[2]`` or typed) or an int seed.
-    task_specific: leaves that belong to one task (see :func:`balancer`).
 
   Returns:
-    A :class:`LossBalancer` with state :class:`RLWState`.
+    A loss-level :class:`Weighting` with state :class:`RLWState`; it reads
+    neither the Gramian nor the losses.
 
   Example:
     >>> import jax.numpy as jnp
@@ -51,18 +44,13 @@ def rlw(
     >>> round(float(jnp.sum(state.weights)), 6)  # on the simplex
     1.0
   """
-  base.check_num_tasks(num_tasks)
-
-  def init_state(params):
-    del params
-    return RLWState(weights=jnp.zeros([num_tasks], jnp.float32),
-                    key=numerics.as_raw_key(key))
+  def init(num_tasks):
+    del num_tasks
+    return RLWState(key=numerics.as_raw_key(key))
 
   def weigh(stats, state):
-    del stats
     next_key, draw_key = jax.random.split(state.key)
-    logits = jax.random.normal(draw_key, [num_tasks], jnp.float32)
+    logits = jax.random.normal(draw_key, [stats.num_tasks], jnp.float32)
     return jax.nn.softmax(logits), state._replace(key=next_key)
 
-  return base.balancer(num_tasks, weigh, name='rlw', init_state=init_state,
-                       uses_gram=False, task_specific=task_specific)
+  return base.Weighting(weigh=weigh, init=init, name='rlw', reads_gram=False)

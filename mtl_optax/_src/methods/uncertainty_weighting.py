@@ -13,7 +13,6 @@ FORMS = ('kendall', 'liebel', 'bentaieb')
 
 
 class UncertaintyWeightingState(NamedTuple):
-  weights: jax.Array  # shape=[T], dtype=float32
   log_vars: jax.Array  # shape=[T], dtype=float32; s_t = log σ_t²
   optimizer_state: Any  # the inner optimizer's state for log_vars
 
@@ -31,15 +30,13 @@ def _weights_and_log_var_grads(form: str, log_vars: jax.Array,
 
 
 def uncertainty_weighting(
-    num_tasks: int,
     *,
     form: str = 'kendall',
     optimizer: optax.GradientTransformation | None = None,
     learning_rate: float = 1e-2,
     init_log_vars: Any = None,
     loss_floor: float = 1e-8,
-    task_specific: base.TaskSpecific = None,
-) -> base.LossBalancer:
+) -> base.Weighting:
   r"""Weights tasks by learned homoscedastic uncertainties ``s_t = log σ_t²``.
 
   The state holds ``s`` (T floats, 0 at the start unless ``init_log_vars`` is
@@ -63,7 +60,6 @@ def uncertainty_weighting(
   the weights stay finite.
 
   Args:
-    num_tasks: T.
     form: ``'kendall'``, ``'liebel'`` or ``'bentaieb'``.
     optimizer: the inner optax optimizer that moves ``s``. Default:
       ``optax.adam(learning_rate)``, the usual choice when ``s`` is trained
@@ -71,11 +67,10 @@ def uncertainty_weighting(
     learning_rate: > 0, used by the default optimizer only.
     init_log_vars: initial ``s``, a scalar or ``[T]``; default 0.
     loss_floor: > 0, smallest loss used in the gradient of ``s``.
-    task_specific: leaves that belong to one task (see :func:`balancer`).
 
   Returns:
-    A :class:`LossBalancer` with state :class:`UncertaintyWeightingState`;
-    ``update`` needs ``task_losses``.
+    A loss-level :class:`Weighting` with state
+    :class:`UncertaintyWeightingState`; it needs the losses.
 
   Example:
     >>> import jax.numpy as jnp
@@ -87,7 +82,6 @@ def uncertainty_weighting(
     >>> updates  # e^{-0} = 1 for both tasks at s = 0
     Array([1., 1.], dtype=float32)
   """
-  base.check_num_tasks(num_tasks)
   base.check_choice('form', form, FORMS)
   base.check_range('learning_rate', learning_rate, 0.0, low_open=True)
   base.check_range('loss_floor', loss_floor, 0.0, low_open=True)
@@ -95,15 +89,15 @@ def uncertainty_weighting(
     optimizer = optax.adam(learning_rate)
   if init_log_vars is None:
     init_log_vars = 0.0
-  log_vars0 = jnp.broadcast_to(
-      jnp.asarray(init_log_vars, jnp.float32), (num_tasks,))
 
-  def init_state(params):
-    del params
+  def init(num_tasks):
+    if jnp.ndim(init_log_vars) and jnp.shape(init_log_vars) != (num_tasks,):
+      raise ValueError(f'init_log_vars must be a scalar or have shape '
+                       f'({num_tasks},), got {jnp.shape(init_log_vars)}.')
+    log_vars = jnp.broadcast_to(
+        jnp.asarray(init_log_vars, jnp.float32), (num_tasks,))
     return UncertaintyWeightingState(
-        weights=jnp.zeros([num_tasks], jnp.float32),
-        log_vars=log_vars0,
-        optimizer_state=optimizer.init(log_vars0))
+        log_vars=log_vars, optimizer_state=optimizer.init(log_vars))
 
   def weigh(stats, state):
     losses = numerics.floor_losses(stats.losses, loss_floor)
@@ -115,6 +109,5 @@ def uncertainty_weighting(
     return weights, state._replace(log_vars=log_vars,
                                    optimizer_state=optimizer_state)
 
-  return base.balancer(num_tasks, weigh, name='uncertainty_weighting',
-                       init_state=init_state, needs_losses=True,
-                       uses_gram=False, task_specific=task_specific)
+  return base.Weighting(weigh=weigh, init=init, name='uncertainty_weighting',
+                        reads_gram=False, reads_losses=True)
