@@ -39,7 +39,7 @@ from mtl_optax._src.methods.imtl import IMTLState
 from mtl_optax._src.methods.imtl import imtl
 from mtl_optax._src.methods.log_scaling import log_scaling
 from mtl_optax._src.methods.logse import logse
-from mtl_optax._src.methods.max_norm_weighting import max_norm_weighting
+max_norm_weighting = balancer_factory(weightings.max_norm_weighting)
 mgda = balancer_factory(weightings.mgda)
 from mtl_optax._src.mgda_ub import representation_balanced_grads
 from mtl_optax._src.min_norm import min_norm_weights
@@ -49,9 +49,11 @@ from mtl_optax._src.methods.pcgrad import PCGradState
 from mtl_optax._src.methods.pcgrad import pcgrad
 from mtl_optax._src.methods.rlw import RLWState
 from mtl_optax._src.methods.rlw import rlw
+from mtl_optax._src.methods.smoothed import SmoothedState
+smoothed = balancer_factory(weightings.smoothed)
 from mtl_optax._src.task_grads import value_and_task_grads
 from mtl_optax._src.methods.task_tensioner import TaskTensionerState
-from mtl_optax._src.methods.task_tensioner import task_tensioner
+task_tensioner = balancer_factory(weightings.task_tensioner)
 from mtl_optax._src.methods.uncertainty_weighting import UncertaintyWeightingState
 from mtl_optax._src.methods.uncertainty_weighting import uncertainty_weighting
 upgrad = balancer_factory(weightings.upgrad)

@@ -13,12 +13,18 @@ in the loss path (:func:`mtl_optax.weigh_losses`) and in combinators
 
 from mtl_optax._src.methods.dwa import dwa
 from mtl_optax._src.methods.equal_weighting import equal_weighting
+from mtl_optax._src.methods.max_norm_weighting import max_norm_weighting
 from mtl_optax._src.methods.mgda import mgda
+from mtl_optax._src.methods.smoothed import smoothed
+from mtl_optax._src.methods.task_tensioner import task_tensioner
 from mtl_optax._src.methods.upgrad import upgrad
 
 __all__ = [
     'dwa',
     'equal_weighting',
+    'max_norm_weighting',
     'mgda',
+    'smoothed',
+    'task_tensioner',
     'upgrad',
 ]

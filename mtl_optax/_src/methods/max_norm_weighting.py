@@ -2,7 +2,6 @@
 
 import jax
 import jax.numpy as jnp
-import optax
 
 from mtl_optax._src import base
 from mtl_optax._src import numerics
@@ -21,11 +20,9 @@ def max_norm_weights(gram: jax.Array, scale: jax.Array,
 
 
 def max_norm_weighting(
-    num_tasks: int,
     *,
     eps: float = 1e-8,
-    task_specific: base.TaskSpecific = None,
-) -> optax.GradientTransformationExtraArgs:
+) -> base.Weighting:
   r"""Rescales every task gradient to the largest norm, then sums them.
 
   The gradient-magnitude balancing step of DB-MTL (Lin et al.,
@@ -49,14 +46,10 @@ def max_norm_weighting(
   third).
 
   Args:
-    num_tasks: T.
     eps: ``ε > 0`` added to every norm (the paper's ``1e-8``).
-    task_specific: leaves that belong to one task (see :func:`balancer`);
-      they get their own task's gradient.
 
   Returns:
-    An ``optax.GradientTransformationExtraArgs`` whose state
-    (:class:`WeightsState`) holds the last weights.
+    A stateless :class:`Weighting` of the Gramian.
 
   Example:
     >>> import jax.numpy as jnp
@@ -69,11 +62,9 @@ def max_norm_weighting(
     >>> updates
     Array([3., 9.], dtype=float32)
   """
-  base.check_num_tasks(num_tasks)
   base.check_range('eps', eps, 0.0, low_open=True)
 
   def weigh(stats, state):
     return max_norm_weights(stats.gram, stats.scale, eps), state  # Eq. 2.
 
-  return base.balancer(num_tasks, weigh, name='max_norm_weighting',
-                       task_specific=task_specific)
+  return base.Weighting(weigh=weigh, name='max_norm_weighting')
