@@ -1,6 +1,6 @@
 """Per-task exponential moving average of the shared task gradients."""
 
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
