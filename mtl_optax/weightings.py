@@ -31,6 +31,8 @@ from mtl_optax._src.methods.mgda import mgda
 from mtl_optax._src.methods.nash_mtl import nash_mtl
 from mtl_optax._src.methods.pcgrad import pcgrad
 from mtl_optax._src.methods.rlw import rlw
+from mtl_optax._src.methods.smoothed import smoothed
+from mtl_optax._src.methods.task_tensioner import task_tensioner
 from mtl_optax._src.methods.uncertainty_weighting import uncertainty_weighting
 from mtl_optax._src.methods.upgrad import upgrad
 
@@ -55,6 +57,8 @@ __all__ = [
     'nash_mtl',
     'pcgrad',
     'rlw',
+    'smoothed',
+    'task_tensioner',
     'uncertainty_weighting',
     'upgrad',
 ]

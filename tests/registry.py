@@ -53,6 +53,18 @@ def _fixed_weighting(num_tasks, *, task_specific=None):
                              task_specific=task_specific)
 
 
+def _smoothed_mgda(num_tasks, *, alpha=0.9, task_specific=None):
+  return mtl.smoothed(num_tasks, mtl.weightings.mgda(), alpha=alpha,
+                      task_specific=task_specific)
+
+
+def _task_tensioner_upgrad(num_tasks, *, alpha=0.3, period=1,
+                           task_specific=None):
+  return mtl.task_tensioner(num_tasks, base=mtl.weightings.upgrad(reg_eps=0.0),
+                            alpha=alpha, period=period,
+                            task_specific=task_specific)
+
+
 METHODS = [
     Method('equal_weighting', mtl.equal_weighting, {'reduction': 'mean'},
            False, _props(PERMUTATION_INVARIANT, SCALE_LINEAR)),
@@ -114,6 +126,10 @@ METHODS = [
     Method('task_tensioner.mgda', mtl.task_tensioner,
            {'base': 'mgda', 'alpha': 0.3, 'period': 1}, True,
            _props(NON_CONFLICTING, PERMUTATION_INVARIANT)),
+    # Any weighting as the base: UPGrad (exact projection) is non-conflicting.
+    Method('task_tensioner.upgrad', _task_tensioner_upgrad,
+           {'alpha': 0.3, 'period': 1}, True,
+           _props(NON_CONFLICTING, PERMUTATION_INVARIANT)),
     Method('pcgrad', mtl.pcgrad, {'key': 0}, False, _props(SCALE_LINEAR)),
     Method('imtl.gradient', mtl.imtl, {'mode': 'gradient'}, False,
            _props(PERMUTATION_INVARIANT, SCALE_LINEAR)),
@@ -134,5 +150,9 @@ METHODS = [
     # Non-conflicting when the gradients are linearly independent (T <= P).
     Method('config', mtl.config, {}, False,
            _props(NON_CONFLICTING, PERMUTATION_INVARIANT, SCALE_LINEAR)),
+    # Smoothed weights keep the inner weighting's permutation invariance and
+    # scale linearity; min-norm and non-conflict hold at the first step only.
+    Method('smoothed.mgda', _smoothed_mgda, {'alpha': 0.9}, False,
+           _props(PERMUTATION_INVARIANT, SCALE_LINEAR)),
     # New methods above this line, one Method(...) each.
 ]

@@ -6,6 +6,7 @@ derived by hand in the comment next to them.
 """
 
 import functools
+import typing
 
 import jax
 import jax.numpy as jnp
@@ -113,11 +114,13 @@ def test_db_mtl_follows_algorithm_1_step_by_step(beta, beta_sigma):
   params32 = jax.tree.map(lambda a: jnp.asarray(a, jnp.float32), params0)
   actual = _train(tx, params32, num_steps)
   for step, (want, (params, state)) in enumerate(zip(expected, actual), 1):
-    db_state = state[0]
-    assert int(db_state.count) == step
-    np.testing.assert_allclose(db_state.task_grads_ema['shared'], want['ema'],
+    ema_state = state[0][1]  # db_mtl's chain: log scaling, EMA, balancer.
+    assert int(ema_state.count) == step
+    # The one shared leaf ('heads' is task-specific): its [T, 2, 3] average.
+    np.testing.assert_allclose(ema_state.task_grads_ema[0], want['ema'],
                                rtol=2e-4, atol=1e-6)
-    np.testing.assert_allclose(db_state.weights, want['weights'], rtol=2e-4)
+    np.testing.assert_allclose(mtl.last_weights(state), want['weights'],
+                               rtol=2e-4)
     for name in ('shared', 'heads'):
       np.testing.assert_allclose(params[name], want['params'][name],
                                  rtol=2e-4, atol=1e-6)
@@ -133,10 +136,12 @@ def test_db_mtl_is_the_chain_of_its_three_pieces():
       mtl.max_norm_weighting(NUM_TASKS, task_specific=HEADS_ONLY)), params, 3)
   for (params_a, state_a), (params_b, state_b) in zip(whole, pieces):
     jax.tree.map(np.testing.assert_array_equal, params_a, params_b)
-    np.testing.assert_array_equal(state_a.weights, state_b[2].weights)
-    np.testing.assert_array_equal(state_a.task_grads_ema['shared'],
-                                  state_b[1].task_grads_ema['shared'])
-  assert isinstance(whole[0][1].task_grads_ema['heads'], optax.MaskedNode)
+    jax.tree.map(np.testing.assert_array_equal, state_a, state_b)
+  # The heads have no average: the EMA holds the shared leaf only.
+  assert len(whole[0][1][1].task_grads_ema) == 1
+  # DBMTLState names the chain's state: one state per piece, in order.
+  assert tuple(type(piece) for piece in whole[0][1]) == typing.get_args(
+      mtl.DBMTLState)
 
 
 def test_db_mtl_keeps_its_state_on_non_finite_input():
@@ -167,7 +172,8 @@ def test_log_scaling_divides_by_loss_plus_eps():
   losses = jnp.array([0.5, 4.0])
   # Task-specific leaves are scaled too (Algorithm 1, step 12).
   tx = mtl.log_scaling(2, task_specific={'a': False, 'head': True})
-  scaled, _ = jax.jit(tx.update)(grads, tx.init(None), task_losses=losses)
+  params = {'a': jnp.zeros(2), 'head': jnp.zeros(1)}
+  scaled, _ = jax.jit(tx.update)(grads, tx.init(params), task_losses=losses)
   np.testing.assert_allclose(scaled['a'], [[2.0, 4.0], [1.0, 2.0]], rtol=1e-6)
   np.testing.assert_allclose(scaled['head'], [[6.0], [1.5]], rtol=1e-6)
 
@@ -206,7 +212,8 @@ def test_gradient_ema_decays_beta_and_passes_task_specific_leaves():
                         task_specific={'w': False, 'head': True})
   params = {'w': jnp.zeros(3), 'head': jnp.zeros(1)}
   state = tx.init(params)
-  assert state.task_grads_ema['w'].shape == (2, 3)  # T x P.
+  assert len(state.task_grads_ema) == 1  # The shared leaf 'w' only.
+  assert state.task_grads_ema[0].shape == (2, 3)  # T x P.
   update = jax.jit(tx.update)
   g = np.array([[1.0, 2.0, 3.0], [-1.0, 0.0, 4.0]])
   ema = np.zeros_like(g)
@@ -217,7 +224,7 @@ def test_gradient_ema_decays_beta_and_passes_task_specific_leaves():
     beta_k = 0.8 / k  # β_k = beta / k^beta_sigma, k counting from 1.
     ema = beta_k * ema + (1 - beta_k) * g * k
     np.testing.assert_allclose(out['w'], ema, rtol=1e-6)
-    np.testing.assert_allclose(state.task_grads_ema['w'], ema, rtol=1e-6)
+    np.testing.assert_allclose(state.task_grads_ema[0], ema, rtol=1e-6)
     np.testing.assert_array_equal(out['head'], grads['head'])
     assert int(state.count) == k
 
@@ -229,6 +236,10 @@ def test_gradient_ema_skips_non_finite_steps():
   _, state = update(grads, tx.init(jnp.zeros(2)))
   out, bad_state = update(grads.at[0, 1].set(jnp.inf), state)
   assert not np.all(np.isfinite(out))
+  jax.tree.map(np.testing.assert_array_equal, bad_state, state)
+  # A non-finite loss, when given, marks the step bad too (as in balancer).
+  out, bad_state = update(grads, state, task_losses=jnp.array([1.0, jnp.nan]))
+  assert np.all(np.isnan(out))
   jax.tree.map(np.testing.assert_array_equal, bad_state, state)
   # The next finite step is the second step, as if the bad one never came.
   out, _ = update(2 * grads, bad_state)
@@ -310,7 +321,7 @@ def test_log_scaling_then_mgda_chain():
       task_losses=jnp.asarray(losses, jnp.float32))
   log_grads = GRADS_A / (losses + EPS)[:, None]
   weights = _numpy_min_norm_2(log_grads)  # [2/3, 1/3] here.
-  np.testing.assert_allclose(state[1].weights, weights, rtol=1e-5)
+  np.testing.assert_allclose(mtl.last_weights(state), weights, rtol=1e-5)
   np.testing.assert_allclose(updates, -(weights @ log_grads), rtol=1e-5,
                              atol=1e-6)
 
@@ -329,6 +340,6 @@ def test_gradient_ema_then_central_direction_chain():
     norms = np.linalg.norm(ema, axis=1)
     k = _numpy_min_norm_2(ema / norms[:, None])
     weights = (k / norms) / np.sum(k / norms)
-    np.testing.assert_allclose(state[1].weights, weights, rtol=1e-5)
+    np.testing.assert_allclose(mtl.last_weights(state), weights, rtol=1e-5)
     np.testing.assert_allclose(updates, -(weights @ ema), rtol=1e-5,
                                atol=1e-6)

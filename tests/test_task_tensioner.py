@@ -24,6 +24,8 @@ import mtl_optax as mtl
 
 
 def _numpy_base(grads, base):
+  if callable(base):  # Any other base: its weights from the gradients.
+    return base(grads)
   gram = grads @ grads.T
   if base == 'mgda':
     return reference.exhaustive(gram)[0]
@@ -89,6 +91,7 @@ def _sequence(num_tasks, num_steps, seed):
 
 @functools.lru_cache(maxsize=None)
 def _transformation(num_tasks, base='central_direction', alpha=0.3, period=4):
+  # `base` is a string or a Weighting (a NamedTuple of functions: hashable).
   tx = mtl.task_tensioner(num_tasks, base=base, alpha=alpha, period=period)
   return tx, jax.jit(lambda g, s, l: tx.update(g, s, task_losses=l))
 
@@ -148,17 +151,18 @@ def test_ring_buffer_wraps_and_counters():
   grads, losses = _sequence(2, 6, seed=2)
   _, states = _run(grads, losses, period=period)
   norms = np.linalg.norm(grads.astype(np.float64), axis=2)
-  final = states[-1]
+  final = states[-1].weighting_state
   # Steps 0..5 wrote rows 0, 1, 2, 3, 0, 1: rows 0-1 hold steps 4-5.
   np.testing.assert_allclose(final.norm_history,
                              norms[[4, 5, 2, 3]], rtol=1e-6)
   assert int(final.write_index) == 6 % period
   assert int(final.count) == 6
   # ζ of step 4 (the mean of steps 1..4) is the previous ζ after step 4.
-  np.testing.assert_allclose(states[4].previous_zeta,
+  np.testing.assert_allclose(states[4].weighting_state.previous_zeta,
                              norms[1:5].mean(axis=0), rtol=1e-6)
-  np.testing.assert_array_equal(states[1].previous_zeta, 0.0)  # Not full.
-  for state in states:
+  np.testing.assert_array_equal(states[1].weighting_state.previous_zeta,
+                                0.0)  # Not full.
+  for state in (state.weighting_state for state in states):
     assert state.norm_history.dtype == jnp.float32
     assert state.write_index.dtype == jnp.int32
     assert state.count.dtype == jnp.int32
@@ -225,7 +229,7 @@ def test_bad_losses_and_gradients_stay_finite_and_non_finite_steps_skip():
   updates, zero_state = update(jnp.asarray(zero_task), state,
                                jnp.asarray(losses[2]))
   assert np.all(np.isfinite(updates)) and np.all(
-      np.isfinite(zero_state.norm_history))
+      np.isfinite(zero_state.weighting_state.norm_history))
   assert np.all(zero_task.astype(np.float64) @ np.asarray(updates) >= -1e-5)
   # A NaN gradient: NaN update and the buffer left as it was.
   nan_grads = grads[2].copy()
@@ -236,7 +240,60 @@ def test_bad_losses_and_gradients_stay_finite_and_non_finite_steps_skip():
   jax.tree.map(np.testing.assert_array_equal, nan_state, state)
 
 
+def _check_against_numpy(base, numpy_base, seed, num_steps=11, period=4):
+  grads, losses = _sequence(3, num_steps, seed=seed)
+  updates, states = _run(grads, losses, base=base, period=period)
+  numpy_tensioner = NumpyTensioner(3, numpy_base, alpha=0.3, period=period)
+  for step in range(num_steps):
+    expected = numpy_tensioner.step(grads[step], losses[step])
+    np.testing.assert_allclose(updates[step], expected, rtol=1e-4,
+                               atol=1e-4 * np.abs(expected).max(),
+                               err_msg=f'step {step}')
+  return states
+
+
+def test_any_weighting_is_a_base():
+  # The mean of the gradients (w = 1/3, a weighting that does not even read
+  # the Gramian) as v, in the NumPy reimplementation too; v may conflict with
+  # a task there, which then keeps its g_t · v.
+  _check_against_numpy(mtl.weightings.equal_weighting(reduction='mean'),
+                       lambda grads: np.full(len(grads), 1.0 / len(grads)),
+                       seed=5)
+
+
+def test_a_stateful_base_keeps_its_state_nested():
+  # smoothed(mgda, ½): v's weights are ½ w_{k−1} + ½ (MGDA's weights of step
+  # k), w_1 = MGDA's own; the NumPy reimplementation averages the KKT
+  # reference's weights the same way.
+  previous = []
+
+  def numpy_smoothed_mgda(grads):
+    current = reference.exhaustive(grads @ grads.T)[0]
+    weights = current if not previous else 0.5 * previous[-1] + 0.5 * current
+    previous.append(weights)
+    return weights
+
+  base = mtl.weightings.smoothed(mtl.weightings.mgda(), alpha=0.5)
+  states = _check_against_numpy(base, numpy_smoothed_mgda, seed=6)
+  base_state = states[-1].weighting_state.base_state
+  assert int(base_state.count) == 11
+  np.testing.assert_allclose(base_state.previous_weights, previous[-1],
+                             rtol=1e-4, atol=1e-5)
+
+
+def test_the_string_shortcut_is_the_weighting():
+  grads, losses = _sequence(3, 6, seed=7)
+  by_name, _ = _run(grads, losses, base='mgda')
+  by_value, states = _run(grads, losses, base=mtl.weightings.mgda())
+  np.testing.assert_array_equal(by_value, by_name)
+  assert isinstance(states[0].weighting_state, mtl.TaskTensionerState)
+
+
 def test_bad_arguments_are_rejected():
+  with pytest.raises(ValueError, match='base must be one of'):
+    mtl.task_tensioner(2, base=mtl.upgrad(2))  # A transformation.
+  with pytest.raises(ValueError, match='base must be one of'):
+    mtl.weightings.task_tensioner(base=3)
   with pytest.raises(ValueError, match='alpha'):
     mtl.task_tensioner(2, alpha=1.5)
   with pytest.raises(ValueError, match='period'):

@@ -36,6 +36,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from mtl_optax._src import base
+from mtl_optax._src import numerics
 
 DEFAULT_MAX_ITERS = 2000
 DEFAULT_TOL = 1e-6
@@ -275,3 +276,34 @@ def _blended_pairwise(gram, active, max_iters, tol) -> SolverResult:
       stalls=jnp.zeros([], jnp.int32))
   final = lax.while_loop(not_done, step, start)
   return SolverResult(final.weights, final.iterations, final.gap)
+
+
+def central_direction_weights(
+    gram: jax.Array,
+    *,
+    max_iters: int = DEFAULT_MAX_ITERS,
+    tol: float = DEFAULT_TOL,
+) -> jax.Array:
+  """``[T]`` simplex weights of the central direction, from the Gramian alone.
+
+  ``w_t = (k_t / n_t) / Σ_j (k_j / n_j)`` with ``n_t = ‖g_t‖`` and ``k`` the
+  min-norm weights of the unit gradients (Nakamura's thesis eqs. 4.6–4.7):
+  the min-norm problem on the cosine matrix, mapped back to the raw
+  gradients. Here, beside :func:`min_norm_weights`, because two methods
+  solve it (the central direction and the task tensioner's default base).
+  Only ratios of ``G`` matter. Tasks with a zero gradient are left out of the
+  problem and get weight 0; if every gradient is zero the weights are
+  ``1/T``.
+  """
+  num_tasks = gram.shape[0]
+  norms = numerics.safe_sqrt(jnp.diagonal(gram))
+  nonzero = norms > 0
+  inverse_norms = numerics.safe_div(1.0, norms)
+  # Ĝ[i, j] = <g_i/n_i, g_j/n_j>, one factor at a time to stay in range.
+  unit_gram = (gram * inverse_norms[:, None]) * inverse_norms[None, :]
+  unit_weights = solve(  # k*, eq. 4.6.
+      unit_gram, max_iters=max_iters, tol=tol, active=nonzero).weights
+  raw_weights = unit_weights * inverse_norms  # k_t / n_t, eq. 4.7.
+  # γ = (Σ_t k_t / n_t)^{-1} puts v in the convex hull of the raw gradients.
+  return numerics.safe_div(raw_weights, jnp.sum(raw_weights),
+                           fallback=1.0 / num_tasks)

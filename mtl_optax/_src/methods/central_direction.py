@@ -1,38 +1,8 @@
 """Central direction: the min-norm point of the *unit* task gradients, rescaled."""
 
-import jax
-import jax.numpy as jnp
-
 from mtl_optax._src import base
 from mtl_optax._src import min_norm
-from mtl_optax._src import numerics
-
-
-def central_direction_weights(
-    gram: jax.Array,
-    *,
-    max_iters: int = min_norm.DEFAULT_MAX_ITERS,
-    tol: float = min_norm.DEFAULT_TOL,
-) -> jax.Array:
-  """``[T]`` simplex weights of the central direction, from the Gramian alone.
-
-  ``w_t = (k_t / n_t) / Σ_j (k_j / n_j)`` with ``n_t = ‖g_t‖`` and ``k`` the
-  min-norm weights of the unit gradients (thesis eqs. 4.6–4.7). Only ratios
-  of ``G`` matter. Tasks with a zero gradient are left out of the problem and
-  get weight 0; if every gradient is zero the weights are ``1/T``.
-  """
-  num_tasks = gram.shape[0]
-  norms = numerics.safe_sqrt(jnp.diagonal(gram))
-  nonzero = norms > 0
-  inverse_norms = numerics.safe_div(1.0, norms)
-  # Ĝ[i, j] = <g_i/n_i, g_j/n_j>, one factor at a time to stay in range.
-  unit_gram = (gram * inverse_norms[:, None]) * inverse_norms[None, :]
-  unit_weights = min_norm.solve(  # k*, eq. 4.6.
-      unit_gram, max_iters=max_iters, tol=tol, active=nonzero).weights
-  raw_weights = unit_weights * inverse_norms  # k_t / n_t, eq. 4.7.
-  # γ = (Σ_t k_t / n_t)^{-1} puts v in the convex hull of the raw gradients.
-  return numerics.safe_div(raw_weights, jnp.sum(raw_weights),
-                           fallback=1.0 / num_tasks)
+from mtl_optax._src.min_norm import central_direction_weights
 
 
 def central_direction(

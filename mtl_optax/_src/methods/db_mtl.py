@@ -1,8 +1,9 @@
-"""DB-MTL: log scaling, a per-task gradient EMA, then max-norm balancing."""
+"""DB-MTL: log scaling, a per-task gradient EMA, then max-norm balancing.
 
-from typing import Any, NamedTuple
+A composition, not a weighting: this is the one method file that imports
+others, the three pieces it chains (each a public method of its own).
+"""
 
-import jax
 import optax
 
 from mtl_optax._src import base
@@ -10,13 +11,15 @@ from mtl_optax._src.methods import gradient_ema as gradient_ema_lib
 from mtl_optax._src.methods import log_scaling as log_scaling_lib
 from mtl_optax._src.methods import max_norm_weighting as max_norm_weighting_lib
 
+DBMTLState = tuple[optax.EmptyState, gradient_ema_lib.GradientEmaState,
+                   base.BalancerState]
+"""State of :func:`db_mtl`: ``optax.chain``'s tuple of its pieces' states.
 
-class DBMTLState(NamedTuple):
-  """State of :func:`db_mtl`: T x P floats for P shared parameters."""
-  weights: jax.Array  # shape=[T], dtype=float32; weights of the averages ĝ_t
-  count: jax.Array  # shape=(), dtype=int32; updates applied so far (k - 1)
-  task_grads_ema: Any  # params' structure; shared leaves [T, *leaf.shape] in
-  # the leaf's dtype, task-specific leaves optax.MaskedNode()
+``(log scaling's EmptyState, GradientEmaState, BalancerState)``, so
+``state[1].task_grads_ema`` holds the averages ``ĝ_t`` (T x P floats for P
+shared parameters) and ``mtl.last_weights(state)`` the weights of the last
+update.
+"""
 
 
 def db_mtl(
@@ -39,17 +42,21 @@ def db_mtl(
      ``d = max_t ‖ĝ_t‖ Σ_t ĝ_t / (‖ĝ_t‖ + ε)``.
 
   Task-specific leaves step on ``∇ log(L_t + ε)`` of their own task, without
-  an average (step 12). It is exactly ``optax.chain(log_scaling(T),
-  gradient_ema(T), max_norm_weighting(T))`` with one flat state; the three
-  pieces are public so that each combines with other methods (the paper's
-  Table 5 and Fig. 1).
+  an average (step 12). It is exactly::
 
-  **Decisions** (METHODS.md): ``β_k = beta / k^beta_sigma`` covers both the
-  constant ``β`` (``beta_sigma=0``) and the decayed ``β/√k`` of the paper's
-  grid; the default is ``0.9/√k``. A negative loss is treated as 0 in the log
-  (divisor ``ε``; the update stays finite). A non-finite gradient or loss
-  makes the update NaN (so ``optax.apply_if_finite`` skips it) and leaves the
-  whole state as it was.
+    optax.chain(log_scaling(T, eps=eps), gradient_ema(T, beta=beta,
+                beta_sigma=beta_sigma), balancer(T,
+                weightings.max_norm_weighting(eps=eps)))
+
+  (each with ``task_specific``); the three pieces are public so that each
+  combines with other methods (the paper's Table 5 and Fig. 1).
+
+  **Decisions**: ``β_k = beta / k^beta_sigma`` covers both the constant ``β``
+  (``beta_sigma=0``) and the decayed ``β/√k`` of the paper's grid; the
+  default is ``0.9/√k``. A negative loss is treated as 0 in the log (divisor
+  ``ε``; the update stays finite). A non-finite gradient or loss makes the
+  update NaN (so ``optax.apply_if_finite`` skips it) and leaves every piece's
+  state as it was.
 
   Args:
     num_tasks: T.
@@ -59,9 +66,9 @@ def db_mtl(
     task_specific: leaves that belong to one task (see :func:`balancer`).
 
   Returns:
-    An ``optax.GradientTransformationExtraArgs`` with state
-    :class:`DBMTLState` (``weights`` are those of the averages ``ĝ_t``);
-    ``update`` needs ``task_losses``.
+    An ``optax.GradientTransformationExtraArgs`` (an ``optax.chain``) with
+    state :data:`DBMTLState`; ``mtl.last_weights(state)`` gives the weights
+    of the averages ``ĝ_t``. ``update`` needs ``task_losses``.
 
   Example:
     >>> import jax.numpy as jnp
@@ -73,36 +80,16 @@ def db_mtl(
     ...                            task_losses=losses)
     >>> updates  # 2 · ([0.6, 0.8] / 1 + [0, 2] / 2)
     Array([1.2, 3.6], dtype=float32)
+    >>> mtl.last_weights(state)
+    Array([2., 1.], dtype=float32)
   """
   base.check_num_tasks(num_tasks)
-  log_scaling = log_scaling_lib.log_scaling(
-      num_tasks, eps=eps, task_specific=task_specific)
-  gradient_ema = gradient_ema_lib.gradient_ema(
-      num_tasks, beta=beta, beta_sigma=beta_sigma,
-      task_specific=task_specific)
-  max_norm = base.balancer(
-      num_tasks, max_norm_weighting_lib.max_norm_weighting(eps=eps),
-      task_specific=task_specific)
-
-  def init_fn(params):
-    ema_state = gradient_ema.init(params)
-    return DBMTLState(weights=max_norm.init(params).weights,
-                      count=ema_state.count,
-                      task_grads_ema=ema_state.task_grads_ema)
-
-  def update_fn(task_grads, state, params=None, *, task_losses=None,
-                **extra_args):
-    del params, extra_args
-    log_scaled, _ = log_scaling.update(  # Step 6.
-        task_grads, optax.EmptyState(), task_losses=task_losses)
-    averaged, ema_state = gradient_ema.update(  # Step 7.
-        log_scaled, gradient_ema_lib.GradientEmaState(
-            count=state.count, task_grads_ema=state.task_grads_ema))
-    updates, weights_state = max_norm.update(  # Steps 9 and 12.
-        averaged, base.BalancerState(weights=state.weights,
-                                     weighting_state=optax.EmptyState()))
-    return updates, DBMTLState(weights=weights_state.weights,
-                               count=ema_state.count,
-                               task_grads_ema=ema_state.task_grads_ema)
-
-  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+  return optax.chain(
+      log_scaling_lib.log_scaling(  # Step 6.
+          num_tasks, eps=eps, task_specific=task_specific),
+      gradient_ema_lib.gradient_ema(  # Step 7.
+          num_tasks, beta=beta, beta_sigma=beta_sigma,
+          task_specific=task_specific),
+      base.balancer(  # Steps 9 and 12.
+          num_tasks, max_norm_weighting_lib.max_norm_weighting(eps=eps),
+          task_specific=task_specific))

@@ -77,9 +77,10 @@ def graddrop(
   gradient is 0 has ``P = ½`` and stays 0.
 
   GradDrop is not a weighting of the Gramian: it acts per coordinate, so it
-  is its own transformation, with the same contract as :func:`balancer`
-  (task axis check, task-specific leaves, key in the state, non-finite input
-  gives a non-finite update and leaves the state as it was).
+  is its own transformation on the skeleton every balancer uses
+  (:func:`task_transformation`: task axis check, task-specific leaves,
+  non-finite input gives a non-finite update and leaves the state, key
+  included, as it was).
 
   **Decisions.** The paper applies GradDrop to the gradients at the
   activations where the task-specific heads meet the shared trunk; here it
@@ -110,22 +111,16 @@ def graddrop(
     >>> updates[0], updates[2]  # P = 1 and P = 0: nothing to drop there.
     (Array(4., dtype=float32), Array(-1., dtype=float32))
   """
-  base.check_num_tasks(num_tasks)
   base.check_range('leak', leak, 0.0, 1.0)
   name = 'graddrop'
 
-  def init_fn(params):
-    del params
+  def init(shared_params):
+    del shared_params
     return GradDropState(weights=jnp.zeros([num_tasks], jnp.float32),
                          key=numerics.as_raw_key(key))
 
-  def update_fn(task_grads, state, params=None, *, task_losses=None,
-                **extra_args):
-    del params, extra_args
-    base.check_task_axis(name, num_tasks, task_grads)
-    losses = base.check_task_losses(name, num_tasks, task_losses, False)
-    flags = base.task_specific_flags(task_specific, task_grads)
-    shared, specific = base.split_leaves(flags, task_grads)
+  def step(shared, specific, losses, state, inputs_finite):
+    del losses  # Not used, but a non-finite one marks a bad step.
     if not shared:
       raise ValueError(f'{name}: every leaf is task-specific; nothing to '
                        'balance.')
@@ -136,22 +131,18 @@ def graddrop(
     updates, kept_squares, total_squares, largests = zip(*dropped)
     weights = leak + (1.0 - leak) * _kept_shares(
         kept_squares, total_squares, largests)
-
-    # Losses are not used, but a non-finite one marks a bad step, as in
-    # balancer().
-    finite = numerics.all_finite(losses, *jax.tree.leaves(task_grads))
+    finite = inputs_finite & numerics.all_finite(*shared)
     # A NaN in every entry, so that optax.apply_if_finite skips the step.
     poison = jnp.where(finite, 1.0, jnp.nan)
     shared_updates = [(update * poison).astype(leaf.dtype)
                       for update, leaf in zip(updates, shared)]
-    specific_updates = [
-        (jnp.sum(leaf.astype(jnp.float32), axis=0) * poison).astype(leaf.dtype)
-        for leaf in specific]
-    new_state = numerics.where_finite(
-        finite, GradDropState(weights=weights.astype(jnp.float32),
-                              key=next_key), state)
-    treedef = jax.tree.structure(task_grads)
-    return base.merge_leaves(flags, treedef, shared_updates,
-                             specific_updates), new_state
+    specific_updates = [jnp.sum(leaf.astype(jnp.float32), axis=0).astype(
+        leaf.dtype) for leaf in specific]
+    return base.StepResult(
+        shared=shared_updates, specific=specific_updates,
+        state=GradDropState(weights=weights.astype(jnp.float32),
+                            key=next_key),
+        finite=finite)
 
-  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+  return base.task_transformation(num_tasks, name, init, step,
+                                  task_specific=task_specific)

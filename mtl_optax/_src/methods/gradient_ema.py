@@ -1,6 +1,6 @@
 """Per-task exponential moving average of the shared task gradients."""
 
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -13,8 +13,9 @@ from mtl_optax._src import numerics
 class GradientEmaState(NamedTuple):
   """State of :func:`gradient_ema`: T x P floats for P shared parameters."""
   count: jax.Array  # shape=(), dtype=int32; updates applied so far (k - 1)
-  task_grads_ema: Any  # params' structure; shared leaves [T, *leaf.shape] in
-  # the leaf's dtype, task-specific leaves optax.MaskedNode()
+  task_grads_ema: tuple  # one [T, *leaf.shape] array per shared parameter
+  # leaf (in jax.tree.leaves order, task-specific leaves left out), in the
+  # leaf's dtype
 
 
 def ema_decay(count: jax.Array, beta, beta_sigma) -> jax.Array:
@@ -40,9 +41,9 @@ def gradient_ema(
     \qquad β_k = \mathrm{beta} / k^{\mathrm{beta\_sigma}},
 
   with ``ĝ_{t,0} = 0`` and no bias correction (as in the paper), ``k``
-  counting the updates from 1. **Decision** (METHODS.md): the paper
-  grid-searches constant ``β`` and ``β/k^0.5``; both are this formula
-  (``beta_sigma=0`` gives a constant). The default is ``0.9/√k``.
+  counting the updates from 1. **Decision**: the paper grid-searches
+  constant ``β`` and ``β/k^0.5``; both are this formula (``beta_sigma=0``
+  gives a constant). The default is ``0.9/√k``.
 
   It is a pre-transform: the output keeps the task axis ``[T, ...]``, so it
   goes in front of any balancer, e.g. EMA + central direction::
@@ -50,14 +51,17 @@ def gradient_ema(
     optax.chain(mtl.gradient_ema(T), mtl.central_direction(T), optax.sgd(0.1))
 
   The state holds ``ĝ``, **T x P floats** for P shared parameters (T times
-  the memory of the shared parameters), in each parameter's dtype.
-  Task-specific leaves have no average and pass through unchanged (DB-MTL's
-  heads step on their own current gradient, Algorithm 1, step 12).
+  the memory of the shared parameters), in each parameter's dtype, as a
+  tuple with one array per shared leaf. Task-specific leaves have no average
+  and pass through unchanged (DB-MTL's heads step on their own current
+  gradient, Algorithm 1, step 12).
 
-  A non-finite entry anywhere in ``task_grads`` leaves the averages and the
-  counter as they were (the output is then non-finite, so that
-  ``optax.apply_if_finite`` skips the step), and the next finite step proceeds
-  as if the bad one had never happened.
+  It runs on the skeleton of every transformation
+  (:func:`task_transformation`): a non-finite entry anywhere in
+  ``task_grads`` (or in ``task_losses``, when given) leaves the averages and
+  the counter as they were (the output is then non-finite, so that
+  ``optax.apply_if_finite`` skips the step), and the next finite step
+  proceeds as if the bad one had never happened.
 
   Args:
     num_tasks: T.
@@ -83,47 +87,36 @@ def gradient_ema(
     Array([[1.5],
            [3. ]], dtype=float32)
   """
-  base.check_num_tasks(num_tasks)
   base.check_range('beta', beta, 0.0, 1.0, high_open=True)
   base.check_range('beta_sigma', beta_sigma, 0.0)
+  name = 'gradient_ema'
 
-  def init_fn(params):
-    flags = base.task_specific_flags(task_specific, params)
-    leaves, treedef = jax.tree.flatten(params)
-    averages = [
-        optax.MaskedNode() if flag else
-        jnp.zeros((num_tasks,) + jnp.shape(leaf), jnp.asarray(leaf).dtype)
-        for leaf, flag in zip(leaves, flags)
-    ]
+  def init(shared_params):
     return GradientEmaState(
         count=jnp.zeros([], jnp.int32),
-        task_grads_ema=jax.tree.unflatten(treedef, averages))
+        task_grads_ema=tuple(
+            jnp.zeros((num_tasks,) + jnp.shape(leaf), jnp.asarray(leaf).dtype)
+            for leaf in shared_params))
 
-  def update_fn(task_grads, state, params=None, **extra_args):
-    del params, extra_args
-    base.check_task_axis('gradient_ema', num_tasks, task_grads)
-    flags = base.task_specific_flags(task_specific, task_grads)
-    shared, specific = base.split_leaves(flags, task_grads)
-    old_averages = jax.tree.leaves(state.task_grads_ema)
-    if len(old_averages) != len(shared):
+  def step(shared, specific, losses, state, inputs_finite):
+    del losses
+    if len(state.task_grads_ema) != len(shared):
       raise ValueError(
-          f'gradient_ema: the state averages {len(old_averages)} shared '
+          f'{name}: the state averages {len(state.task_grads_ema)} shared '
           f'leaves but task_grads has {len(shared)}; init and update must see '
           'the same parameter tree and task_specific mask.')
-
+    finite = inputs_finite & numerics.all_finite(*shared)
     decay = ema_decay(state.count, beta, beta_sigma)
-    averages = [  # Eq. 1 (Algorithm 1, step 7).
+    averages = tuple(  # Eq. 1 (Algorithm 1, step 7).
         (decay * average + (1.0 - decay) * grad).astype(average.dtype)
-        for average, grad in zip(old_averages, shared)
-    ]
-    treedef = jax.tree.structure(task_grads)
-    updates = base.merge_leaves(flags, treedef, averages, specific)
+        for average, grad in zip(state.task_grads_ema, shared))
+    outputs = [jnp.where(finite, average, jnp.nan).astype(average.dtype)
+               for average in averages]
+    return base.StepResult(
+        shared=outputs, specific=specific,
+        state=GradientEmaState(count=optax.safe_increment(state.count),
+                               task_grads_ema=averages),
+        finite=finite)
 
-    finite = numerics.all_finite(*jax.tree.leaves(task_grads))
-    new_state = GradientEmaState(
-        count=optax.safe_increment(state.count),
-        task_grads_ema=jax.tree.unflatten(
-            jax.tree.structure(state.task_grads_ema), averages))
-    return updates, numerics.where_finite(finite, new_state, state)
-
-  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+  return base.task_transformation(num_tasks, name, init, step,
+                                  task_specific=task_specific)

@@ -50,9 +50,11 @@ def log_scaling(
   ``task_specific`` is accepted for a uniform signature and only validated.
 
   A loss below 0 has no logarithm; it is treated as 0, so the divisor is at
-  least ``ε`` and the scale at most ``1/ε``: always finite. A non-finite loss
-  makes the whole output NaN (a loss of ``+inf`` would otherwise silently
-  zero its task), so that ``optax.apply_if_finite`` skips the step.
+  least ``ε`` and the scale at most ``1/ε``: always finite. It runs on the
+  skeleton of every transformation (:func:`task_transformation`): a
+  non-finite loss or gradient makes the whole output NaN (a loss of ``+inf``
+  would otherwise silently zero its task), so that ``optax.apply_if_finite``
+  skips the step.
 
   Args:
     num_tasks: T.
@@ -74,23 +76,20 @@ def log_scaling(
     Array([[2., 4.],
            [1., 2.]], dtype=float32)
   """
-  base.check_num_tasks(num_tasks)
   base.check_range('eps', eps, 0.0, low_open=True)
 
-  def init_fn(params):
-    del params
+  def init(shared_params):
+    del shared_params
     return optax.EmptyState()
 
-  def update_fn(task_grads, state, params=None, *, task_losses=None,
-                **extra_args):
-    del params, extra_args
-    base.check_task_axis('log_scaling', num_tasks, task_grads)
-    base.task_specific_flags(task_specific, task_grads)  # Validates only.
-    losses = base.check_task_losses('log_scaling', num_tasks, task_losses,
-                                    required=True)
+  def step(shared, specific, losses, state, inputs_finite):
     # Algorithm 1, step 6: ∇ log(L_t + ε) = g_t / (L_t + ε).
-    scales = 1.0 / log_scaled_losses(losses, eps)
-    scales = jnp.where(numerics.all_finite(losses), scales, jnp.nan)
-    return scale_task_grads(task_grads, scales), state
+    finite = inputs_finite & numerics.all_finite(*shared)
+    scales = jnp.where(finite, 1.0 / log_scaled_losses(losses, eps), jnp.nan)
+    return base.StepResult(shared=scale_task_grads(shared, scales),
+                           specific=scale_task_grads(specific, scales),
+                           state=state, finite=finite)
 
-  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+  return base.task_transformation(num_tasks, 'log_scaling', init, step,
+                                  needs_losses=True,
+                                  task_specific=task_specific)

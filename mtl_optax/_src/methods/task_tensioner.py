@@ -1,15 +1,16 @@
 """Task tensioners: pull a common direction towards the tasks that fall behind."""
 
 import math
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 from jax import lax
 import optax
 
+# `base` is the factory's public argument (the base direction), so the
+# contract module goes by base_lib here.
 from mtl_optax._src import base as base_lib
-from mtl_optax._src.methods import central_direction as central_direction_lib
 from mtl_optax._src import min_norm
 from mtl_optax._src import numerics
 
@@ -22,11 +23,11 @@ _PRECISION = lax.Precision.HIGHEST
 
 
 class TaskTensionerState(NamedTuple):
-  weights: jax.Array  # shape=[T], dtype=float32; the last update's weights
   norm_history: jax.Array  # shape=[period, T], dtype=float32; ring of ‖g_t‖
   write_index: jax.Array  # shape=(), dtype=int32; next row of norm_history
   count: jax.Array  # shape=(), dtype=int32; steps taken (saturating)
   previous_zeta: jax.Array  # shape=[T], dtype=float32; ζ_t of the last step
+  base_state: Any  # the base weighting's own state (EmptyState for strings)
 
 
 def tension_factors(zeta: jax.Array, previous_zeta: jax.Array,
@@ -50,8 +51,9 @@ def tensioned_weights(gram: jax.Array, scale: jax.Array, weights: jax.Array,
   Args:
     gram: ``[T, T]`` Gramian divided by ``scale**2`` (as in TaskStats).
     scale: the factor of the gradients that ``gram`` left out.
-    weights: ``[T]`` weights ``w`` of the base direction ``v = Σ w_t g_t``,
-      which must satisfy ``g_t · v >= 0`` for every task.
+    weights: ``[T]`` weights ``w`` of the base direction ``v = Σ w_t g_t``;
+      a task with ``g_t · v < 0`` counts as ``g_t · v = 0`` (it bounds
+      ``λ`` to 0 if the tension is against it).
     factors: ``[T]`` tension factors ``c_t >= 0``.
 
   Returns:
@@ -65,7 +67,7 @@ def tensioned_weights(gram: jax.Array, scale: jax.Array, weights: jax.Array,
   distances_sq = jnp.sum(gram_offsets * offsets, axis=1)  # ‖g_t − v‖²/scale².
   resolution = _SAME_AS_BASE * jnp.max(jnp.diagonal(gram)) * jnp.sum(
       jnp.abs(offsets), axis=1) ** 2
-  # Decision (METHODS.md): a task whose gradient equals v adds no tension.
+  # Decision: a task whose gradient equals v adds no tension.
   distinct = distances_sq > resolution
   pulls = jnp.where(distinct, numerics.safe_div(
       factors, numerics.safe_sqrt(distances_sq)), 0.0)
@@ -85,24 +87,51 @@ def tensioned_weights(gram: jax.Array, scale: jax.Array, weights: jax.Array,
   return weights + step * tension / scale
 
 
+def _shortcut(base: str, max_iters: int, tol) -> base_lib.Weighting:
+  """The base weighting a string names, built on the min-norm solver.
+
+  Both are stateless and read the Gramian only: the min-norm point of the raw
+  gradients (MGDA without normalisation, eq. 4.5) or the central direction
+  (eqs. 4.6–4.7). They are the solver functions themselves, not the MGDA and
+  central-direction methods, so that no method imports another.
+  """
+  solver = {'mgda': min_norm.min_norm_weights,
+            'central_direction': min_norm.central_direction_weights}[base]
+
+  def weigh(stats, state):
+    return solver(stats.gram, max_iters=max_iters, tol=tol), state
+
+  return base_lib.Weighting(weigh=weigh, name=base)
+
+
+def _base_weighting(base: Any, max_iters: int, tol) -> base_lib.Weighting:
+  if isinstance(base, base_lib.Weighting):
+    # Any weighting: the tensioner computes the Gramian and reads the losses
+    # anyway, so a loss-level base costs nothing more.
+    return base
+  if isinstance(base, str) and base in BASES:
+    return _shortcut(base, max_iters, tol)
+  raise ValueError(f'base must be one of {BASES} or a mtl.Weighting, got '
+                   f'{base!r}.')
+
+
 def task_tensioner(
-    num_tasks: int,
     *,
-    base: str = 'central_direction',
+    base: str | base_lib.Weighting = 'central_direction',
     alpha: float = 0.3,
     period: int = 10,
     max_iters: int = min_norm.DEFAULT_MAX_ITERS,
     tol: float = min_norm.DEFAULT_TOL,
     loss_floor: float = 1e-8,
-    task_specific: base_lib.TaskSpecific = None,
-) -> optax.GradientTransformationExtraArgs:
+) -> base_lib.Weighting:
   r"""Task tensioners: bends a common direction towards the diverging tasks.
 
   Nakamura's thesis §4.3, Algorithms 1–2. Each step:
 
   1. the base direction ``v = Σ_t w_t g_t``: the central direction (eq. 4.7,
-     :func:`central_direction`) or the min-norm point (eq. 4.5,
-     :func:`mgda`, no normalisation);
+     :func:`central_direction`), the min-norm point (eq. 4.5,
+     :func:`mgda`, no normalisation) or the weights of any other weighting
+     of the Gramian;
   2. ``‖g_t‖`` is written into a ring buffer of the last ``period`` norms at
      row ``step mod period``, after ``v`` is computed;
   3. ``ζ_t`` = the mean of the buffer (eq. 4.9); once the buffer has been full
@@ -115,8 +144,8 @@ def task_tensioner(
 
   Eq. 4.11 gives ``c_t ∈ (1 − α, 1)``, so ``α = 0`` means ``c_t = 1`` for
   every task, not ``v_n = v`` as the thesis' text says; this follows the
-  equation and the authors' code (METHODS.md). Equal ``c_t`` still bend ``v``
-  when T > 2; for T = 2 the two tensions are opposite and cancel.
+  equation and the authors' code. Equal ``c_t`` still bend ``v`` when
+  T > 2; for T = 2 the two tensions are opposite and cancel.
 
   The tensions are unit vectors scaled by ``c_t``, whatever the scale of the
   gradients, so the method is not linear under a rescaling of the gradients.
@@ -124,10 +153,10 @@ def task_tensioner(
   ``‖g_t − v‖² = (e_t − w)ᵀ G (e_t − w)`` its weights are
   ``w + λ Σ_t c_t (e_t − w) / ‖g_t − v‖``, all computed from ``G``.
 
-  **Decisions** (METHODS.md): a task whose gradient equals ``v`` (MGDA often
-  returns a vertex) adds no tension; so does one within float32 resolution of
-  ``v`` (``‖g_t − v‖² <= 1e-6 · max_s ‖g_s‖² · ‖e_t − w‖₁²``), whose
-  direction ``g_t − v`` would be rounding noise. The constraint of eq. 4.12,
+  **Decisions**: a task whose gradient equals ``v`` (MGDA often returns a
+  vertex) adds no tension; so does one within float32 resolution of ``v``
+  (``‖g_t − v‖² <= 1e-6 · max_s ‖g_s‖² · ‖e_t − w‖₁²``), whose direction
+  ``g_t − v`` would be rounding noise. The constraint of eq. 4.12,
   ``g_t · v_n >= 0``, holds for all tasks at once: ``v`` satisfies it (it is a
   min-norm point), and ``λ ∈ [0, 1]`` is the largest step along the summed
   tension that keeps every ``g_t · v_n >= 0`` (closed form). The authors'
@@ -136,27 +165,38 @@ def task_tensioner(
   count as ``loss_floor`` in eq. 4.10, where they give a small ``c_t``. A task
   whose ``ζ_t`` was 0 on the previous step has ratio 1 in eq. 4.10.
 
+  **Any base.** ``base`` may be any :class:`Weighting`, e.g.
+  ``mtl.weightings.upgrad()`` or ``mtl.weightings.smoothed(
+  mtl.weightings.mgda())`` (a loss-level one works too: the tensioner
+  computes the Gramian and reads the losses anyway); its state is nested in
+  this one. The guarantee
+  ``g_t · v_n >= 0`` then holds for the tasks with ``g_t · v >= 0``, i.e. for
+  every task when the base is non-conflicting (MGDA, the central direction,
+  UPGrad, DualProj); a task the base already conflicts with stays where the
+  base put it (``λ`` is 0 if the tension would worsen it).
+
   The state holds the ``[period, T]`` ring buffer, its write index (it wraps),
-  a saturating step counter and the previous ``ζ``; a non-finite gradient or
-  loss leaves all of it unchanged.
+  a saturating step counter, the previous ``ζ`` and the base's state; a
+  non-finite gradient or loss leaves all of it unchanged.
 
   Args:
-    num_tasks: T.
-    base: ``'central_direction'`` (default) or ``'mgda'``: the direction the
-      tensions bend. The thesis reports both.
+    base: ``'central_direction'`` (default) or ``'mgda'``, the two bases the
+      thesis reports, or any :class:`Weighting`: the direction the tensions
+      bend.
     alpha: ``α ∈ [0, 1]`` of eq. 4.11, the sensitivity of ``c_t`` to
       ``δ_t``: ``c_t`` ranges over ``(1 − α, 1)``. Default 0.3, the thesis'
       choice (§5.2).
     period: Python int >= 1, the thesis' ``T``, the number of steps in
       ``ζ``. Default 10, the thesis' choice (§5.2).
-    max_iters: Python int >= 1, the min-norm solver's iteration cap.
-    tol: >= 0, the min-norm solver's relative duality-gap tolerance.
+    max_iters: Python int >= 1, the min-norm solver's iteration cap (string
+      bases only).
+    tol: >= 0, the min-norm solver's relative duality-gap tolerance (string
+      bases only).
     loss_floor: > 0, smallest loss used in ``log10(L_t)``.
-    task_specific: leaves that belong to one task (see :func:`balancer`).
 
   Returns:
-    An ``optax.GradientTransformationExtraArgs`` with state
-    :class:`TaskTensionerState`; ``update`` needs ``task_losses``.
+    A :class:`Weighting` of the Gramian with state
+    :class:`TaskTensionerState`; it reads the losses.
 
   Example:
     >>> import jax.numpy as jnp
@@ -173,31 +213,24 @@ def task_tensioner(
     >>> updates  # From step 3 on, task 2's larger loss pulls towards g_2.
     Array([0.76812375, 0.9275049 ], dtype=float32)
   """
-  base_lib.check_num_tasks(num_tasks)
-  base_lib.check_choice('base', base, BASES)
   base_lib.check_range('alpha', alpha, 0.0, 1.0)
   base_lib.check_positive_int('period', period)
   base_lib.check_positive_int('max_iters', max_iters)
   base_lib.check_range('tol', tol, 0.0)
   base_lib.check_range('loss_floor', loss_floor, 0.0, low_open=True)
+  base_weighting = _base_weighting(base, max_iters, tol)
 
-  def base_weights(gram):
-    if base == 'mgda':
-      return min_norm.min_norm_weights(gram, max_iters=max_iters, tol=tol)
-    return central_direction_lib.central_direction_weights(
-        gram, max_iters=max_iters, tol=tol)
-
-  def init_state(params):
-    del params
+  def init(num_tasks):
     return TaskTensionerState(
-        weights=jnp.zeros([num_tasks], jnp.float32),
         norm_history=jnp.zeros([period, num_tasks], jnp.float32),
         write_index=jnp.zeros([], jnp.int32),
         count=jnp.zeros([], jnp.int32),
-        previous_zeta=jnp.zeros([num_tasks], jnp.float32))
+        previous_zeta=jnp.zeros([num_tasks], jnp.float32),
+        base_state=base_weighting.init(num_tasks))
 
   def weigh(stats, state):
-    weights = base_weights(stats.gram)
+    weights, base_state = base_weighting.weigh(stats, state.base_state)
+    weights = weights.astype(jnp.float32)
     history = state.norm_history.at[state.write_index].set(stats.norms)
     zeta = jnp.mean(history, axis=0)  # Eq. 4.9.
     losses = numerics.floor_losses(stats.losses, loss_floor)
@@ -206,12 +239,12 @@ def task_tensioner(
     # Algorithm 1, line 8: tension once a previous ζ exists (step >= period).
     weights = jnp.where(state.count >= period, tensioned, weights)
     buffer_full = state.count >= period - 1
-    return weights, state._replace(
+    return weights, TaskTensionerState(
         norm_history=history,
         write_index=(state.write_index + 1) % period,
         count=optax.safe_increment(state.count),
-        previous_zeta=jnp.where(buffer_full, zeta, state.previous_zeta))
+        previous_zeta=jnp.where(buffer_full, zeta, state.previous_zeta),
+        base_state=base_state)
 
-  return base_lib.balancer(num_tasks, weigh, name='task_tensioner',
-                           init_state=init_state, needs_losses=True,
-                           task_specific=task_specific)
+  return base_lib.Weighting(weigh=weigh, init=init, name='task_tensioner',
+                            reads_losses=True)
