@@ -38,11 +38,12 @@ def test_loss_path_in_chain_and_inject_hyperparams_equals_gradient_path():
       optax.adam(1e-2))
   # Loss path: the same chain's state; the balancer's state is advanced by
   # weigh_losses, then one backward pass of Σ w_t L_t goes through adam.
+  adam = optax.adam(1e-2)
   loss_tx = optax.chain(
       optax.inject_hyperparams(mtl.uncertainty_weighting,
                                static_args=('num_tasks', 'form'))(
                                    num_tasks=NUM_TASKS, learning_rate=0.05),
-      optax.adam(1e-2))
+      adam)
 
   @jax.jit
   def gradient_step(params, state):
@@ -65,7 +66,7 @@ def test_loss_path_in_chain_and_inject_hyperparams_equals_gradient_path():
       return jnp.dot(weights, losses), inner
 
     grads, inner = jax.grad(objective, has_aux=True)(params)
-    updates, adam_state = loss_tx[1].update(grads, adam_state, params)
+    updates, adam_state = adam.update(grads, adam_state, params)
     state = (balancer_state._replace(inner_state=inner), adam_state)
     return optax.apply_updates(params, updates), state
 
