@@ -249,6 +249,9 @@ def value_and_balanced_grad(
     finite = finite & numerics.all_finite(*specific)
     if not weighting.reads_gram:  # The shared leaves were never checked.
       finite = finite & numerics.all_finite(*shared)
+    # One pass over P (not T x P): every entry NaN, as on the stacked path,
+    # even where a zero derivative would hide the NaN weights.
+    shared = [jnp.where(finite, leaf, jnp.nan) for leaf in shared]
     specific = [jnp.where(finite, leaf, jnp.nan) for leaf in specific]
     new_state = numerics.where_finite(
         finite, base.cast_like(new_state, weighting_state), weighting_state)
