@@ -36,7 +36,7 @@ from mtl_optax._src.logse import logse
 from mtl_optax._src.max_norm_weighting import max_norm_weighting
 from mtl_optax._src.mgda import mgda
 from mtl_optax._src.mgda_ub import representation_balanced_grads
-from mtl_optax._src.min_norm import min_norm_weights
+from mtl_optax._src.solvers.min_norm import min_norm_weights
 from mtl_optax._src.nash_mtl import NashMTLState
 from mtl_optax._src.nash_mtl import nash_mtl
 from mtl_optax._src.pcgrad import PCGradState

@@ -16,7 +16,7 @@ import pytest
 
 import min_norm_reference as reference
 import mtl_optax as mtl
-from mtl_optax._src import min_norm
+from mtl_optax._src.solvers import min_norm
 
 TARGET = 1e-6  # Relative suboptimality (f(α) − min) / max_t G_tt (the issue).
 

@@ -17,7 +17,7 @@ import pytest
 
 import mtl_optax as mtl
 from mtl_optax._src import aligned_mtl as aligned_mtl_lib
-from mtl_optax._src import dual_cone
+from mtl_optax._src.solvers import dual_cone
 
 REFERENCE_J = np.array([[-4.0, 1.0, 1.0], [6.0, 1.0, 1.0]], np.float32)
 

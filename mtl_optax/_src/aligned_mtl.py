@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import optax
 
 from mtl_optax._src import base
-from mtl_optax._src import spectral
+from mtl_optax._src.solvers import spectral
 
 
 def aligned_mtl_weights(gram: jax.Array, preference: jax.Array) -> jax.Array:

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import optax
 
 from mtl_optax._src import base
-from mtl_optax._src import min_norm
+from mtl_optax._src.solvers import min_norm
 from mtl_optax._src import numerics
 
 

@@ -6,7 +6,7 @@ import optax
 
 from mtl_optax._src import base
 from mtl_optax._src import numerics
-from mtl_optax._src import spectral
+from mtl_optax._src.solvers import spectral
 
 
 def config_weights(gram: jax.Array) -> jax.Array:

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import optax
 
 from mtl_optax._src import base
-from mtl_optax._src import dual_cone
+from mtl_optax._src.solvers import dual_cone
 
 
 def dualproj_weights(gram: jax.Array, reg_eps, max_iters: int) -> jax.Array:

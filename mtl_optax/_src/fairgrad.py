@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import optax
 
 from mtl_optax._src import base
-from mtl_optax._src import fair_allocation
+from mtl_optax._src.solvers import fair_allocation
 
 
 def fairgrad(

@@ -8,7 +8,7 @@ import optax
 
 from mtl_optax._src import base
 from mtl_optax._src import numerics
-from mtl_optax._src import spectral
+from mtl_optax._src.solvers import spectral
 
 MODES = ('gradient', 'loss', 'hybrid')
 # |Σ_t c_t| below this fraction of Σ_t |c_t| leaves IMTL-G's normalisation

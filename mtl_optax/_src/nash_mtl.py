@@ -8,7 +8,7 @@ from jax import lax
 import optax
 
 from mtl_optax._src import base
-from mtl_optax._src import fair_allocation
+from mtl_optax._src.solvers import fair_allocation
 from mtl_optax._src import numerics
 
 

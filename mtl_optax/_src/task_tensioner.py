@@ -10,7 +10,7 @@ import optax
 
 from mtl_optax._src import base as base_lib
 from mtl_optax._src import central_direction as central_direction_lib
-from mtl_optax._src import min_norm
+from mtl_optax._src.solvers import min_norm
 from mtl_optax._src import numerics
 
 BASES = ('central_direction', 'mgda')
