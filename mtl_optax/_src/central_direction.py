@@ -6,6 +6,7 @@ import optax
 
 from mtl_optax._src import base
 from mtl_optax._src.solvers import min_norm
+from mtl_optax._src.solvers import scaling
 from mtl_optax._src import numerics
 
 
@@ -23,11 +24,9 @@ def central_direction_weights(
   get weight 0; if every gradient is zero the weights are ``1/T``.
   """
   num_tasks = gram.shape[0]
-  norms = numerics.safe_sqrt(jnp.diagonal(gram))
+  unit_gram, norms = scaling.cosine_gram(gram)  # Ĝ[i, j] = <g_i/n_i, g_j/n_j>.
   nonzero = norms > 0
   inverse_norms = numerics.safe_div(1.0, norms)
-  # Ĝ[i, j] = <g_i/n_i, g_j/n_j>, one factor at a time to stay in range.
-  unit_gram = (gram * inverse_norms[:, None]) * inverse_norms[None, :]
   unit_weights = min_norm.solve(  # k*, eq. 4.6.
       unit_gram, max_iters=max_iters, tol=tol, active=nonzero).weights
   raw_weights = unit_weights * inverse_norms  # k_t / n_t, eq. 4.7.

@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from mtl_optax._src import numerics
+from mtl_optax._src.solvers import scaling
 
 RANK_RTOL = 1e-5
 
@@ -39,16 +40,6 @@ def pinv_matvec(matrix: jax.Array, vector: jax.Array) -> jax.Array:
   return eigenvectors @ (inverse * (eigenvectors.T @ vector))
 
 
-def cosine_gram(gram: jax.Array) -> tuple[jax.Array, jax.Array]:
-  """``(cosines, norms)``: ``Ĝ[i, j] = G[i, j] / (‖g_i‖ ‖g_j‖)`` and ``‖g_t‖``.
-
-  A zero gradient has a zero row and column in ``Ĝ`` (no direction), and the
-  norms are those of ``gram`` (so in its scale).
-  """
-  norms = numerics.safe_sqrt(jnp.diagonal(gram))
-  return numerics.safe_div(gram, norms[:, None] * norms[None, :]), norms
-
-
 def equal_projection_coefficients(gram: jax.Array) -> jax.Array:
   """Coefficients ``c`` of the least-norm ``g = Σ_t c_t g_t`` with ``u_t·g = 1``.
 
@@ -59,6 +50,6 @@ def equal_projection_coefficients(gram: jax.Array) -> jax.Array:
   ``c_t = 0``. When ``Ĝ`` is singular, ``u_t·g`` is the projection of the
   all-ones vector onto the range of ``Ĝ`` instead of 1.
   """
-  cosines, norms = cosine_gram(gram)
+  cosines, norms = scaling.cosine_gram(gram)
   unit_coefficients = pinv_matvec(cosines, jnp.ones_like(norms))
   return numerics.safe_div(unit_coefficients, norms)
