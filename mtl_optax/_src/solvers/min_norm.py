@@ -27,13 +27,13 @@ A step that reaches the border of the simplex drops that vertex exactly.
 ``gap = 2(αᵀGα − min_t (Gα)_t)`` bounds the suboptimality ``αᵀGα − min``.
 The loop stops once
 
-  ``gap <= tol · αᵀGα + ROUNDING · eps · (αᵀ|G|α + max_t (|G|α)_t)``,
+  ``gap <= tol · αᵀGα + ROUNDING · eps · (αᵀ|G|α + (|G|α)_b)``,
 
 i.e. when the gap is below ``tol`` relative to the current objective (not to
 the largest ``G_tt``, which can be orders of magnitude larger when the task
 gradients' norms differ), or below the rounding error of the gap itself:
 ``(Gα)_t`` is computed to about ``eps · (|G|α)_t``, so no float32 solver can
-certify less. Both terms are invariant to a positive factor on any one
+certify less (``b`` is the best vertex, ``argmin_t (Gα)_t``). Both terms are invariant to a positive factor on any one
 task's gradient (up to that task's share), so the relative accuracy of the
 update does not depend on the gradients' scales. The loop also stops when a
 step changes nothing twice in a row (rounding reached), or after
@@ -53,7 +53,7 @@ from mtl_optax._src.solvers.result import SolverResult
 
 DEFAULT_MAX_ITERS = 2000
 DEFAULT_TOL = 1e-8
-# The gap is computed to about eps · (αᵀ|G|α + max_t (|G|α)_t); below this
+# The gap is computed to about eps · (αᵀ|G|α + (|G|α)_best); below this
 # many times that, it is rounding noise.
 ROUNDING = 16.0
 
@@ -198,14 +198,21 @@ def _duality_gap(weights, dots, active):
   return 2.0 * jnp.sum(jnp.where(weights > 0, weights * (dots - best), 0.0))
 
 
-def _stopping(gram, weights, dots, active, tol):
-  """``(done, finite)``: the scale-free stopping rule of the module docstring."""
+def _stopping(gram, weights, dots, active, tol, linear):
+  """``(done, finite)``: the scale-free stopping rule of the module docstring.
+
+  ``dots = Gα + linear`` is half the gradient of ``αᵀGα + 2 linearᵀα``.
+  With a linear term (the projection of a point ``−v`` onto the hull, with
+  ``linear = Jv``), the gap still bounds ``‖g_α − x*‖²``, so it is compared
+  with ``αᵀGα = ‖g_α‖²``, not with the objective.
+  """
   gap = _duality_gap(weights, dots, active)
-  value = jnp.sum(weights * dots)
-  magnitudes = _matvec(jnp.abs(gram), weights)  # (|G|α)_t >= |(Gα)_t|.
+  value = jnp.sum(weights * (dots - linear))  # αᵀGα.
+  # (|G|α)_t + |linear_t| >= |dots_t|.
+  magnitudes = _matvec(jnp.abs(gram), weights) + jnp.abs(linear)
   eps = jnp.finfo(gram.dtype).eps
-  floor = ROUNDING * eps * (jnp.sum(weights * magnitudes)
-                            + jnp.max(jnp.where(active, magnitudes, 0.0)))
+  best = jnp.argmin(jnp.where(active, dots, jnp.inf))
+  floor = ROUNDING * eps * (jnp.sum(weights * magnitudes) + magnitudes[best])
   return gap <= tol * value + floor, jnp.isfinite(gap)
 
 
@@ -223,11 +230,20 @@ def _two_task_weights(gram: jax.Array, active: jax.Array) -> jax.Array:
   return jnp.where(jnp.all(active), weights, active.astype(gram.dtype))
 
 
-def _blended_pairwise(gram, active, max_iters, tol) -> SolverResult:
+def _blended_pairwise(gram, active, max_iters, tol, linear=None,
+                      weights0=None) -> SolverResult:
+  """The loop; with ``linear``, it minimises ``αᵀGα + 2 linearᵀα``.
+
+  ``weights0`` (on the simplex, zero off ``active``) is the start, uniform
+  on ``active`` by default. CAGrad's dual solver uses both.
+  """
   num_tasks = gram.shape[0]
   dtype = gram.dtype
-  weights0 = active.astype(dtype) / jnp.sum(active).astype(dtype)
-  dots0 = _matvec(gram, weights0)
+  if linear is None:
+    linear = jnp.zeros([num_tasks], dtype)
+  if weights0 is None:
+    weights0 = active.astype(dtype) / jnp.sum(active).astype(dtype)
+  dots0 = _matvec(gram, weights0) + linear
   zeros = jnp.zeros([num_tasks], dtype)
 
   def not_done(loop):
@@ -280,10 +296,10 @@ def _blended_pairwise(gram, active, max_iters, tol) -> SolverResult:
     new_weights = jnp.maximum(weights + step_size * direction, 0.0)
     new_weights = jnp.where(drop, new_weights.at[dropped].set(0.0), new_weights)
     new_weights = new_weights / jnp.sum(new_weights)
-    new_dots = _matvec(gram, new_weights)
+    new_dots = _matvec(gram, new_weights) + linear
     restart = add_vertex | drop | (step_size <= 0)
     unchanged = jnp.all(new_weights == weights)
-    done, finite = _stopping(gram, new_weights, new_dots, active, tol)
+    done, finite = _stopping(gram, new_weights, new_dots, active, tol, linear)
     return _LoopState(
         weights=new_weights,
         dots=new_dots,
@@ -294,7 +310,7 @@ def _blended_pairwise(gram, active, max_iters, tol) -> SolverResult:
         residual_sq=jnp.where(restart, jnp.zeros([], dtype), residual_sq),
         stalls=jnp.where(unchanged, loop.stalls + 1, 0))
 
-  done0, finite0 = _stopping(gram, weights0, dots0, active, tol)
+  done0, finite0 = _stopping(gram, weights0, dots0, active, tol, linear)
   start = _LoopState(
       weights=weights0,
       dots=dots0,

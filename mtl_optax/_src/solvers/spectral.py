@@ -1,5 +1,9 @@
 """Eigen-decompositions of small Gramians, with one documented rank threshold.
 
+Rank decisions are made on the cosine matrix ``G[i, j] / (‖g_i‖ ‖g_j‖)``
+(unit diagonal), never on the raw Gramian, so that a gradient which is
+independent of the others but much smaller is not taken for noise.
+
 IMTL-G, ConFIG and Aligned-MTL need a pseudo-inverse or an inverse square root
 of a T x T positive semi-definite matrix. A float32 Gramian of exactly
 dependent gradients does not come out exactly singular: its "zero"
@@ -53,3 +57,32 @@ def equal_projection_coefficients(gram: jax.Array) -> jax.Array:
   cosines, norms = scaling.cosine_gram(gram)
   unit_coefficients = pinv_matvec(cosines, jnp.ones_like(norms))
   return numerics.safe_div(unit_coefficients, norms)
+
+
+def aligned_weights(gram: jax.Array, preference: jax.Array) -> jax.Array:
+  """Aligned-MTL's ``B w = σ_min G^{-1/2} w`` on the numerical range of ``G``.
+
+  Senushkin et al. (CVPR 2023), Algorithm 1, with ``G = V Λ Vᵀ``:
+  ``B = σ_min V Λ^{-1/2} Vᵀ``. The rank ``r`` comes from the cosine matrix
+  (scale-free, see the module docstring); the top ``r`` eigenvalues of ``G``
+  are kept and ``σ_min² = λ_r``, the smallest kept one.
+
+  Args:
+    gram: ``[T, T]`` Gramian.
+    preference: ``[T]`` task preferences ``w``.
+
+  Returns:
+    ``[T]`` weights ``B w`` on the raw gradients (0 if ``G = 0``).
+  """
+  cosines, _ = scaling.cosine_gram(gram)
+  _, _, kept_cosines = eigh_with_rank(cosines)
+  rank = jnp.sum(kept_cosines)
+  eigenvalues, eigenvectors = jnp.linalg.eigh(gram)  # Ascending.
+  positions = jnp.arange(gram.shape[0])
+  kept = (positions >= gram.shape[0] - rank) & (eigenvalues > 0)
+  smallest = jnp.min(jnp.where(kept, eigenvalues, jnp.inf))
+  safe_eigenvalues = jnp.where(kept, eigenvalues, 1.0)
+  # Alg. 1: B = σ_min V Λ^{-1/2} Vᵀ, restricted to the kept eigenvalues.
+  ratios = jnp.where(kept, jnp.sqrt(smallest / safe_eigenvalues), 0.0)
+  balance = (eigenvectors * ratios) @ eigenvectors.T
+  return balance @ preference.astype(balance.dtype)
