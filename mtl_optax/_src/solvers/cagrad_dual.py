@@ -84,67 +84,67 @@ def solve(gram: jax.Array, c, *, max_iters: int = min_norm.DEFAULT_MAX_ITERS,
   trivial = ~(radius > 0) | ~(largest > 0)
   safe_radius = jnp.where(trivial, 1.0, radius)
   log_radius = jnp.log(safe_radius)
+  high_end = jnp.log(jnp.where(largest > 0, largest, 1.0)) - log_radius
 
   def norm_of(weights):
     return numerics.safe_sqrt(weights @ min_norm._matvec(gram, weights))
 
-  def shifted(log_mu, start):
-    """``(α(μ), h(τ), iterations)`` for ``μ = e^τ``, from ``start``."""
-    mu = jnp.exp(log_mu)
-    result = min_norm._blended_pairwise(  # Problem (2).
-        gram, active, max_iters, min_norm.DEFAULT_TOL,
-        linear=mu * mean_alignment, weights0=start)
-    norm = norm_of(result.weights)
-    safe_norm = jnp.where(norm > 0, norm, _TINY * largest)
-    return (result.weights, jnp.log(safe_norm) - log_radius - log_mu,
-            result.iterations)
-
-  closest = min_norm._blended_pairwise(gram, active, max_iters,
-                                       min_norm.DEFAULT_TOL)  # μ = 0.
-  min_value = jnp.maximum(norm_of(closest.weights), _TINY * largest)
-  low = jnp.log(min_value) - log_radius  # h(low) >= 0 ...
-  high = jnp.log(jnp.where(largest > 0, largest, 1.0)) - log_radius  # <= 0.
-  low_weights, low_h, low_iters = shifted(low, closest.weights)
-  high_weights, high_h, high_iters = shifted(high, low_weights)
-  # h(low) < 0: 0 is in the hull and F >= 0; x(μ_lo) ≈ 0 is the minimiser.
-  zero_minimum = low_h < 0
-
-  def not_done(carry):
-    (_, lo_h, _, _, hi_h, _, _, _, steps, _, done) = carry
-    return ~done & (steps < MAX_ROOT_STEPS)
-
-  def body(carry):
-    (lo, lo_h, lo_w, hi, hi_h, hi_w, last_w, side, steps, iters, _) = carry
+  def regula_falsi(lo, lo_h, hi, hi_h):
     span = lo_h - hi_h  # > 0 while the bracket holds.
     point = hi - hi_h * (hi - lo) / jnp.where(span > 0, span, 1.0)
-    point = jnp.where((span > 0) & (point > lo) & (point < hi), point,
-                      0.5 * (lo + hi))
-    weights, value, new_iters = shifted(point, last_w)
-    on_low = value >= 0
-    # Illinois: halve the kept end's value when the same side moves twice.
-    new_lo, new_lo_h, new_lo_w = (jnp.where(on_low, point, lo),
-                                  jnp.where(on_low, value, lo_h),
-                                  jnp.where(on_low, weights, lo_w))
-    new_hi, new_hi_h, new_hi_w = (jnp.where(on_low, hi, point),
-                                  jnp.where(on_low, hi_h, value),
-                                  jnp.where(on_low, hi_w, weights))
-    new_hi_h = jnp.where(on_low & (side > 0), 0.5 * new_hi_h, new_hi_h)
-    new_lo_h = jnp.where(~on_low & (side < 0), 0.5 * new_lo_h, new_lo_h)
-    new_side = jnp.where(on_low, jnp.int32(1), jnp.int32(-1))
-    narrow = new_hi - new_lo <= 4 * jnp.finfo(dtype).eps * (
-        1.0 + jnp.abs(new_hi))
-    done = (jnp.abs(value) <= tol) | narrow
-    return (new_lo, new_lo_h, new_lo_w, new_hi, new_hi_h, new_hi_w, weights,
-            new_side, steps + 1, iters + new_iters, done)
+    return jnp.where((span > 0) & (point > lo) & (point < hi), point,
+                     0.5 * (lo + hi))
 
-  start_done = ((jnp.abs(low_h) <= tol) | (jnp.abs(high_h) <= tol)
-                | zero_minimum | trivial)
-  best_start = jnp.where(jnp.abs(low_h) <= jnp.abs(high_h), low_weights,
-                         high_weights)
-  start = (low, low_h, low_weights, high, high_h, high_weights, best_start,
+  def not_done(carry):
+    return ~carry[-1] & (carry[8] < MAX_ROOT_STEPS + 3)
+
+  def body(carry):
+    # Step 0 solves μ = 0 (the min-norm point, for the bracket's lower end),
+    # step 1 the lower end, step 2 the upper end, then regula falsi. One
+    # min-norm loop in the program, whatever the step.
+    (lo, lo_h, lo_w, hi, hi_h, hi_w, last_w, side, step, iters, _) = carry
+    low = jnp.log(jnp.maximum(norm_of(last_w), _TINY * largest)) - log_radius
+    point = jnp.where(step == 1, low, jnp.where(
+        step == 2, hi, regula_falsi(lo, lo_h, hi, hi_h)))
+    mu = jnp.where(step == 0, 0.0, jnp.exp(point))
+    result = min_norm._blended_pairwise(  # Problem (2).
+        gram, active, max_iters, min_norm.DEFAULT_TOL,
+        linear=mu * mean_alignment, weights0=last_w)
+    weights = result.weights
+    value = (jnp.log(jnp.maximum(norm_of(weights), _TINY * largest))
+             - log_radius - point)  # h(τ).
+    on_low = jnp.where(step == 1, True, jnp.where(step == 2, False,
+                                                  value >= 0))
+    moves = step >= 1
+    new_lo, new_lo_h, new_lo_w = (
+        jnp.where(moves & on_low, point, lo),
+        jnp.where(moves & on_low, value, lo_h),
+        jnp.where(moves & on_low, weights, lo_w))
+    new_hi, new_hi_h, new_hi_w = (
+        jnp.where(moves & ~on_low, point, hi),
+        jnp.where(moves & ~on_low, value, hi_h),
+        jnp.where(moves & ~on_low, weights, hi_w))
+    # Illinois: halve the kept end's value when the same side moves twice.
+    falsi = step >= 3
+    new_hi_h = jnp.where(falsi & on_low & (side > 0), 0.5 * new_hi_h,
+                         new_hi_h)
+    new_lo_h = jnp.where(falsi & ~on_low & (side < 0), 0.5 * new_lo_h,
+                         new_lo_h)
+    new_side = jnp.where(falsi, jnp.where(on_low, jnp.int32(1),
+                                          jnp.int32(-1)), jnp.int32(0))
+    narrow = falsi & (new_hi - new_lo <= 4 * jnp.finfo(dtype).eps * (
+        1.0 + jnp.abs(new_hi)))
+    # h(τ_lo) < 0: 0 is in the hull and F >= 0 on it; x(μ_lo) ≈ 0 is the
+    # minimiser (CAGrad's update is then g_0).
+    zero_minimum = (step == 1) & (value < 0)
+    done = (moves & (jnp.abs(value) <= tol)) | narrow | zero_minimum
+    return (new_lo, new_lo_h, new_lo_w, new_hi, new_hi_h, new_hi_w, weights,
+            new_side, step + 1, iters + result.iterations, done)
+
+  zero = jnp.zeros([], dtype)
+  start = (zero, zero, uniform, high_end, zero, uniform, uniform,
            jnp.zeros([], jnp.int32), jnp.zeros([], jnp.int32),
-           closest.iterations + low_iters + high_iters, start_done)
+           jnp.zeros([], jnp.int32), trivial)
   final = lax.while_loop(not_done, body, start)
-  weights = jnp.where(zero_minimum, low_weights, final[6])
-  weights = jnp.where(trivial, uniform, weights)
+  weights = jnp.where(trivial, uniform, final[6])
   return SolverResult(weights, final[9], final[10])
