@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import common
-from mtl_optax._src import min_norm
+from mtl_optax._src.solvers import min_norm
 
 REFERENCE = (pathlib.Path(__file__).resolve().parents[1] / 'tests'
              / 'min_norm_reference.py')

@@ -20,7 +20,7 @@ from mtl_optax._src.engine import value_and_gramian
 from mtl_optax._src.gramian import gramian
 from mtl_optax._src.gramian import weighted_sum
 from mtl_optax._src.mgda_ub import representation_balanced_grads
-from mtl_optax._src.min_norm import min_norm_weights
+from mtl_optax._src.solvers.min_norm import min_norm_weights
 from mtl_optax._src.task_grads import value_and_task_grads
 
 # Transformations over the stacked per-task gradients (not weightings).

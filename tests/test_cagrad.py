@@ -153,22 +153,6 @@ def test_zero_task_gradient_falls_back_to_the_mean():
   assert np.all(np.isfinite(state.weights))
 
 
-def test_project_to_simplex_matches_numpy_sort_reference():
-  rng = np.random.default_rng(3)
-  project = jax.jit(cagrad_lib.project_to_simplex)
-  for _ in range(5):
-    point = rng.normal(size=6) * 2
-    projected = np.asarray(project(jnp.asarray(point, jnp.float32)))
-    # float64 reference by bisection on the threshold θ: Σ max(x − θ, 0) = 1.
-    low, high = point.min() - 1, point.max()
-    for _ in range(200):
-      mid = 0.5 * (low + high)
-      low, high = (mid, high) if np.maximum(point - mid, 0).sum() > 1 else (
-          low, mid)
-    np.testing.assert_allclose(projected, np.maximum(point - low, 0),
-                               atol=1e-6)
-
-
 def test_invalid_arguments_are_rejected():
   with pytest.raises(ValueError, match='c'):
     mtl.cagrad(2, c=-0.1)

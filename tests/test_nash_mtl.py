@@ -29,17 +29,32 @@ def _update(grads, state=None, **kwargs):
 
 
 def reference_alpha(gram):
-  """float64 root of (G/‖G‖_F) α = 1/α: FairGrad's system at α = 1."""
-  return newton_root(gram / np.linalg.norm(gram), 1.0)
+  """float64 root of G α = 1/α on the raw Gramian: FairGrad's system at α = 1."""
+  return newton_root(gram, 1.0)
 
 
 def test_orthogonal_gradients_by_hand():
-  # G = diag(1, 4), ‖G‖_F = √17: α_t² G_tt/√17 = 1, α = 17^{1/4} (1, 1/2),
-  # so each task contributes the same 17^{1/4} along its own axis.
-  update, state = _update(np.array([[1.0, 0.0], [0.0, 2.0]]))
-  root = 17.0 ** 0.25
-  np.testing.assert_allclose(state.weights, [root, root / 2], rtol=1e-5)
-  np.testing.assert_allclose(update, [root, root], rtol=1e-5)
+  # Issue 16's reproducer. G = diag(9, 16): α_t² G_tt = 1, α = (1/3, 1/4), so
+  # d = (3·1/3, 4·1/4) = (1, 1), the closed form on orthogonal gradients
+  # (the paper's system; TorchJD gives the same). Before the fix the Gramian
+  # was divided by ‖G‖_F = √337 and d was 337^{1/4} (1, 1) ≈ (4.28, 4.28).
+  update, state = _update(np.array([[3.0, 0.0], [0.0, 4.0]]))
+  np.testing.assert_allclose(state.weights, [1 / 3, 1 / 4], rtol=1e-5)
+  np.testing.assert_allclose(update, [1.0, 1.0], rtol=1e-5)
+
+
+@pytest.mark.parametrize('num_tasks', [2, 3, 5])
+def test_equals_fairgrad_with_alpha_one(num_tasks):
+  # The docstring's claim: Nash-MTL (no cap) is FairGrad at α = 1.
+  fair = mtl.fairgrad(num_tasks, alpha=1.0)
+  for seed in range(4):
+    jacobian = jnp.asarray(_solvable_jacobian(num_tasks, seed)
+                           * np.exp(np.random.default_rng(seed).normal(
+                               size=(num_tasks, 1))), jnp.float32)
+    update, state = _update(jacobian)
+    fair_update, fair_state = fair.update(jacobian, fair.init(jacobian[0]))
+    np.testing.assert_allclose(state.weights, fair_state.weights, rtol=1e-5)
+    np.testing.assert_allclose(update, fair_update, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize('num_tasks', [2, 3, 6])
@@ -50,25 +65,22 @@ def test_weights_match_float64_reference_and_residual(num_tasks):
     update, state = _update(jacobian)
     alpha = np.asarray(state.weights, np.float64)
     np.testing.assert_allclose(alpha, reference_alpha(gram), rtol=1e-4)
-    normalised = gram / np.linalg.norm(gram)
-    assert np.linalg.norm(normalised @ alpha - 1 / alpha) < 1e-4 * np.linalg.norm(
+    assert np.linalg.norm(gram @ alpha - 1 / alpha) < 1e-4 * np.linalg.norm(
         1 / alpha)
-    # Every task improves: g_t · d = ‖G‖_F / α_t > 0.
+    # Every task improves: g_t · d = 1 / α_t > 0.
     np.testing.assert_allclose(jacobian @ np.asarray(update, np.float64),
-                               np.linalg.norm(gram) / alpha, rtol=1e-4)
+                               1 / alpha, rtol=1e-4)
 
 
 def test_reference_matrix():
-  # On issue 6's J, Nash-MTL is FairGrad (α = 1) times ‖G‖_F^{1/2}: the FairGrad
-  # reference weights [0.5915, 0.4071] times √‖G‖_F = 2736^{1/4}.
+  # On issue 6's J, Nash-MTL is FairGrad at α = 1: its reference weights
+  # [0.5915, 0.4071] (issue 6). The old √‖G‖_F factor (issue 16) is gone.
   _, state = _update(J)
-  np.testing.assert_allclose(state.weights,
-                             np.array([0.5915, 0.4071]) * 2736 ** 0.25,
-                             rtol=2e-4)
+  np.testing.assert_allclose(state.weights, [0.5915, 0.4071], atol=1e-4)
 
 
 def test_max_norm_caps_the_update_norm():
-  # Uncapped, ‖d‖ on J is ≈ 10.2 (> 1): capped to exactly max_norm = 1.
+  # Uncapped, ‖d‖ on J is ≈ 1.41 (> 1): capped to exactly max_norm = 1.
   free, free_state = _update(J)
   capped, capped_state = _update(J, max_norm=1.0)
   np.testing.assert_allclose(np.linalg.norm(capped), 1.0, rtol=1e-5)
@@ -99,10 +111,10 @@ def test_update_weights_every_reuses_alpha_between_solves():
 
 
 def test_zero_norm_task_gets_zero_weight():
-  # g_2 = 0: decoupled, weight 0; task 1 alone: Ĝ = [[1, 0], [0, 0]], α_1 = 1.
+  # g_2 = 0: decoupled, weight 0; task 1 alone: 25 α_1² = 1, α_1 = 1/5.
   update, state = _update(np.array([[3.0, 4.0], [0.0, 0.0]]))
-  np.testing.assert_allclose(state.weights, [1.0, 0.0], atol=1e-5)
-  np.testing.assert_allclose(update, [3.0, 4.0], rtol=1e-5)
+  np.testing.assert_allclose(state.weights, [0.2, 0.0], atol=1e-6)
+  np.testing.assert_allclose(update, [0.6, 0.8], rtol=1e-5)
 
 
 def test_opposite_gradients_give_a_finite_near_zero_update():

@@ -16,8 +16,8 @@ import optax
 import pytest
 
 import mtl_optax as mtl
-from mtl_optax._src.methods import aligned_mtl as aligned_mtl_lib
-from mtl_optax._src import dual_cone
+from mtl_optax._src.solvers import spectral
+from mtl_optax._src.solvers import dual_cone
 
 REFERENCE_J = np.array([[-4.0, 1.0, 1.0], [6.0, 1.0, 1.0]], np.float32)
 
@@ -303,7 +303,7 @@ def test_aligned_mtl_balance_makes_the_gradients_orthogonal(dim):
   gram = jac @ jac.T
   # The columns of B, one preference e_i at a time.
   balance = np.asarray(jax.jit(jax.vmap(
-      aligned_mtl_lib.aligned_mtl_weights, in_axes=(None, 0)))(
+      spectral.aligned_weights, in_axes=(None, 0)))(
           jnp.asarray(gram, jnp.float32), jnp.eye(4)), np.float64).T
   eigenvalues, eigenvectors = np.linalg.eigh(gram)
   kept = eigenvalues > 1e-5 * eigenvalues[-1]

@@ -7,18 +7,7 @@ import jax.numpy as jnp
 import optax
 
 from mtl_optax._src import base
-from mtl_optax._src import spectral
-
-
-def aligned_mtl_weights(gram: jax.Array, preference: jax.Array) -> jax.Array:
-  """``σ_min · G^{-1/2} · preference`` on the numerical range of ``G``."""
-  eigenvalues, eigenvectors, kept = spectral.eigh_with_rank(gram)
-  smallest = jnp.min(jnp.where(kept, eigenvalues, jnp.inf))
-  safe_eigenvalues = jnp.where(kept, eigenvalues, 1.0)
-  # Alg. 1: B = σ_min V Λ^{-1/2} Vᵀ, restricted to the kept eigenvalues.
-  ratios = jnp.where(kept, jnp.sqrt(smallest / safe_eigenvalues), 0.0)
-  balance = (eigenvectors * ratios) @ eigenvectors.T
-  return balance @ preference
+from mtl_optax._src.solvers import spectral
 
 
 def aligned_mtl(
@@ -40,13 +29,16 @@ def aligned_mtl(
   T x T Gramian. Scaling by the smallest singular value ``σ_min`` keeps the
   update no longer than the least-stretched direction of ``J``.
 
-  Rank threshold: eigenvalues at most ``1e-5 × λ_max``
-  (:data:`spectral.RANK_RTOL`) count as zero, so ``λ_min`` is the smallest
-  eigenvalue above that and ``Λ^{-1/2}`` is taken on the kept ones only
-  (a pseudo-inverse square root). The authors' code uses
-  ``λ_max × T × eps``; in float32 the noise on a zero eigenvalue reaches that
-  level, hence the wider margin (see :mod:`spectral`). All-zero gradients
-  give zero weights.
+  Rank decision, scale-free: the rank ``r`` is that of the cosine matrix
+  ``G[i, j] / (‖g_i‖ ‖g_j‖)``, whose eigenvalues at most ``1e-5 × λ_max``
+  (:data:`spectral.RANK_RTOL`) count as zero; ``λ_min`` is then the
+  ``r``-th largest eigenvalue of ``G`` and ``Λ^{-1/2}`` is taken on the top
+  ``r`` only (a pseudo-inverse square root). So an independent gradient is
+  never dropped for being small (``J = [[100, 0], [0, 0.1]]`` gives
+  ``d = [0.05, 0.05]``), while truly dependent gradients still give a
+  rank-deficient ``B``. The authors' code thresholds ``G``'s own eigenvalues
+  at ``λ_max × T × eps``, which drops a task whose norm is about ``1/√(T·eps)``
+  times smaller than the largest. All-zero gradients give zero weights.
 
   Convention (TorchJD's, which the reference values follow): ``w = 1/T``
   unless ``preference`` is given (the authors' code sums, ``w = 1``, which
@@ -89,7 +81,7 @@ def aligned_mtl(
     return optax.EmptyState()
 
   def weigh(stats, state):
-    return aligned_mtl_weights(stats.gram,
-                               preference_for(stats.num_tasks)), state
+    return spectral.aligned_weights(stats.gram,
+                                    preference_for(stats.num_tasks)), state
 
   return base.Weighting(weigh=weigh, init=init, name='aligned_mtl')

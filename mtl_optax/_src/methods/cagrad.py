@@ -6,85 +6,14 @@ from jax import lax
 
 from mtl_optax._src import base
 from mtl_optax._src import numerics
+from mtl_optax._src.solvers import cagrad_dual
 
 RESCALES = ('none', 'one_plus_c_squared', 'one_plus_c')
-_MAX_HALVINGS = 60
-
-
-def project_to_simplex(point: jax.Array) -> jax.Array:
-  """Euclidean projection onto ``{w >= 0, Σ w = 1}`` (sort and threshold)."""
-  num_tasks = point.shape[0]
-  descending = jnp.sort(point)[::-1]
-  excess = jnp.cumsum(descending) - 1.0
-  counts = jnp.arange(1, num_tasks + 1, dtype=point.dtype)
-  in_support = descending - excess / counts > 0
-  support_size = jnp.sum(in_support)  # The condition holds on a prefix.
-  threshold = excess[support_size - 1] / support_size.astype(point.dtype)
-  return jnp.maximum(point - threshold, 0.0)
 
 
 def solve_dual(gram: jax.Array, c, *, max_iters: int, tol) -> jax.Array:
-  """``argmin_{w ∈ Δ} g_wᵀg_0 + c‖g_0‖ ‖g_w‖`` by projected gradient descent.
-
-  ``g_w = Σ_t w_t g_t`` and ``g_0`` is the mean gradient; only ``G`` is
-  needed: ``g_wᵀg_0 = bᵀw`` with ``b = G 1/T`` and ``‖g_w‖² = wᵀGw``. The
-  step length adapts by backtracking (halve until the quadratic upper bound
-  holds, double after each step). The decrease is evaluated as
-  ``bᵀδ + c‖g_0‖ δᵀG(w' + w) / (‖g_w'‖ + ‖g_w‖)`` rather than as a
-  difference of objective values, which float32 cancellation would drown.
-  The loop stops when the Frank-Wolfe gap ``∇fᵀw − min ∇f``, an upper bound
-  on the suboptimality, is below ``tol · ‖g_0‖ · max_t ‖g_t‖``.
-  """
-  num_tasks = gram.shape[0]
-  mean_alignment = jnp.mean(gram, axis=1)  # b = J g_0.
-  mean_norm = numerics.safe_sqrt(jnp.mean(mean_alignment))  # ‖g_0‖.
-  radius = c * mean_norm  # √φ = c‖g_0‖.
-  largest_norm = numerics.safe_sqrt(jnp.max(jnp.diagonal(gram)))
-  target_gap = tol * mean_norm * largest_norm
-
-  def norm_of(w):
-    return numerics.safe_sqrt(w @ gram @ w)
-
-  def gradient(w):
-    norm = norm_of(w)
-    # At g_w = 0 the norm has no gradient; 0 is in its subdifferential.
-    return mean_alignment + radius * numerics.safe_div(gram @ w, norm)
-
-  def gap(w, grad):
-    return grad @ w - jnp.min(grad)
-
-  def projected_step(w, grad, length):
-    new_w = project_to_simplex(w - length * grad)
-    delta = new_w - w
-    norms = norm_of(new_w) + norm_of(w)
-    decrease = mean_alignment @ delta + radius * numerics.safe_div(
-        delta @ gram @ (new_w + w), norms)
-    bound = grad @ delta + 0.5 / length * (delta @ delta)
-    return new_w, decrease > bound
-
-  def not_done(carry):
-    _, _, grad_gap, num_steps = carry
-    return (grad_gap > target_gap) & (num_steps < max_iters)
-
-  def body(carry):
-    w, length, _, num_steps = carry
-    grad = gradient(w)
-
-    def too_long(inner):
-      length, halvings = inner
-      _, exceeds = projected_step(w, grad, length)
-      return exceeds & (halvings < _MAX_HALVINGS)
-
-    length, _ = lax.while_loop(
-        too_long, lambda inner: (0.5 * inner[0], inner[1] + 1), (length, 0))
-    new_w, _ = projected_step(w, grad, length)
-    return new_w, 2.0 * length, gap(new_w, gradient(new_w)), num_steps + 1
-
-  start = jnp.full([num_tasks], 1.0 / num_tasks, gram.dtype)
-  first_length = numerics.safe_div(1.0, jnp.max(jnp.diagonal(gram)), 1.0)
-  w, _, _, _ = lax.while_loop(
-      not_done, body, (start, first_length, gap(start, gradient(start)), 0))
-  return w
+  """``argmin_{w ∈ Δ} g_wᵀg_0 + c‖g_0‖ ‖g_w‖``; see :mod:`solvers.cagrad_dual`."""
+  return cagrad_dual.solve(gram, c, max_iters=max_iters, tol=tol).weights
 
 
 def cagrad(
@@ -113,10 +42,10 @@ def cagrad(
   larger ``c`` moves towards the worst-off task.
 
   The authors solve the dual with ``scipy.optimize.minimize`` (SLSQP); here
-  a jit-compiled projected gradient method with adaptive steps runs in
-  ``lax.while_loop`` until the Frank-Wolfe duality gap is below
-  ``tol · ‖g_0‖ · max_t ‖g_t‖`` (or ``max_iters`` steps); see
-  :func:`solve_dual`.
+  it is reduced to a few shifted min-norm problems (the projection of
+  ``−μ g_0`` onto the gradients' hull, with ``μ`` found by a root search),
+  jit-compiled in ``lax.while_loop``; the stopping rules are scale-free
+  (see ``mtl_optax/_src/solvers/cagrad_dual.py`` and ``docs/solvers.md``).
 
   **Decisions.** ``g_0`` is the *mean* gradient and the result is not
   rescaled, as in the paper's Algorithm 1: on ``J = [[-4, 1, 1], [6, 1, 1]]``

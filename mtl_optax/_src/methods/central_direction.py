@@ -1,8 +1,8 @@
 """Central direction: the min-norm point of the *unit* task gradients, rescaled."""
 
 from mtl_optax._src import base
-from mtl_optax._src import min_norm
-from mtl_optax._src.min_norm import central_direction_weights
+from mtl_optax._src.solvers import min_norm
+from mtl_optax._src.solvers.min_norm import central_direction_weights
 
 
 def central_direction(

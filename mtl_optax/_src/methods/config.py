@@ -5,7 +5,7 @@ import jax.numpy as jnp
 
 from mtl_optax._src import base
 from mtl_optax._src import numerics
-from mtl_optax._src import spectral
+from mtl_optax._src.solvers import spectral
 
 
 def config_weights(gram: jax.Array) -> jax.Array:

@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 
 from mtl_optax._src import base
-from mtl_optax._src import dual_cone
+from mtl_optax._src.solvers import dual_cone
 
 
 def dualproj_weights(gram: jax.Array, reg_eps, max_iters: int) -> jax.Array:

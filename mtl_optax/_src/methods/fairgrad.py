@@ -3,7 +3,7 @@
 import jax.numpy as jnp
 
 from mtl_optax._src import base
-from mtl_optax._src import fair_allocation
+from mtl_optax._src.solvers import fair_allocation
 
 
 def fairgrad(

@@ -8,7 +8,8 @@ import optax
 
 from mtl_optax._src import base
 from mtl_optax._src import numerics
-from mtl_optax._src import spectral
+from mtl_optax._src.solvers import scaling
+from mtl_optax._src.solvers import spectral
 
 MODES = ('gradient', 'loss', 'hybrid')
 # |Σ_t c_t| below this fraction of Σ_t |c_t| leaves IMTL-G's normalisation
@@ -132,8 +133,9 @@ def imtl(
       # IMTL-G on the scaled gradients e^{s_t} g_t, mapped back to raw ones.
       # α does not change when every scale is multiplied by the same factor,
       # so the Gramian sees scales relative to the largest (no overflow).
-      relative = jnp.exp(state.log_scales - jnp.max(state.log_scales))
-      scaled_gram = stats.gram * relative[:, None] * relative[None, :]
+      # The scaled gradients are g_t / c_t with c_t = e^{max s − s_t} >= 1.
+      scaled_gram = scaling.scale_gram(
+          stats.gram, jnp.exp(jnp.max(state.log_scales) - state.log_scales))
       weights = imtl_g_weights(scaled_gram) * scales
     losses = numerics.floor_losses(stats.losses, loss_floor)
     log_scale_grads = scales * losses - 1.0  # ∂(e^s L − s)/∂s

@@ -4,7 +4,8 @@ import jax
 import jax.numpy as jnp
 
 from mtl_optax._src import base
-from mtl_optax._src import min_norm
+from mtl_optax._src.solvers import min_norm
+from mtl_optax._src.solvers import scaling
 from mtl_optax._src import numerics
 
 NORMALIZATIONS = ('none', 'l2', 'loss', 'loss+')
@@ -35,9 +36,7 @@ def normalised_gram(gram: jax.Array, scales: jax.Array) -> jax.Array:
   the result only by a positive factor and keeps it in the float32 range.
   """
   scales = numerics.safe_div(scales, jnp.max(scales))
-  inverse = numerics.safe_div(1.0, scales)
-  gram = min_norm.normalise_scale(gram)
-  return gram * inverse[:, None] * inverse[None, :]
+  return scaling.scale_gram(min_norm.normalise_scale(gram), scales)
 
 
 def mgda(

@@ -1,4 +1,4 @@
-"""Nash-MTL: the Nash bargaining solution, the root of Ĝ α = 1/α."""
+"""Nash-MTL: the Nash bargaining solution, the root of G α = 1/α."""
 
 from typing import NamedTuple
 
@@ -8,32 +8,13 @@ from jax import lax
 import optax
 
 from mtl_optax._src import base
-from mtl_optax._src import fair_allocation
 from mtl_optax._src import numerics
+from mtl_optax._src.solvers import fair_allocation
 
 
 class NashMTLState(NamedTuple):
   alpha: jax.Array  # shape=[T], dtype=float32; the last solved α, uncapped
   count: jax.Array  # shape=(), dtype=int32; updates seen, saturating
-
-
-def bargaining_weights(gram: jax.Array, *, max_iters: int,
-                       tol) -> jax.Array:
-  """``α > 0`` with ``(G / ‖G‖_F) α = 1/α``; 0 for zero-norm tasks.
-
-  With ``G = diag(n) C diag(n)`` and ``r = n / max(n)``, the root is
-  ``α_t = v_t · q^{1/4} / r_t`` where ``C v = 1/v`` and
-  ``q = ‖G‖_F² / max(n)⁴ = Σ_ij C_ij² r_i² r_j²``: every quantity stays near
-  1 whatever the gradients' scale, and ``‖G‖_F`` is never squared in float32.
-  """
-  cos, norms, active = fair_allocation.cosines(gram)
-  v, _ = fair_allocation.solve(cos, jnp.ones_like(norms), 1.0,
-                               max_iters=max_iters, tol=tol)
-  ratios = numerics.safe_div(norms, jnp.max(norms))
-  squared = ratios ** 2
-  frobenius_sq = jnp.sum(cos ** 2 * squared[:, None] * squared[None, :])
-  root = jnp.sqrt(jnp.sqrt(jnp.maximum(frobenius_sq, 0.0)))
-  return jnp.where(active, v * root / jnp.where(active, ratios, 1.0), 0.0)
 
 
 def nash_mtl(
@@ -53,7 +34,7 @@ def nash_mtl(
   ``G α = 1/α`` (elementwise), ``α > 0``,
 
   so every task improves: ``g_t · d = 1/α_t > 0``. It is FairGrad
-  (:func:`fairgrad`) at ``α = 1``.
+  (:func:`fairgrad`) at ``α = 1``: the same system on the raw Gramian.
 
   The authors approximate the root with up to 20 convex programs (cvxpy,
   their §5). Here a jit-compiled damped Newton method on the strictly convex
@@ -63,9 +44,12 @@ def nash_mtl(
 
   **Decisions**, following the authors' code:
 
-  * The Gramian is divided by its Frobenius norm before solving,
-    ``Ĝ = G/‖G‖_F``, and ``α`` is used as solved on ``Ĝ``. So the update is
-    linear in the gradients' scale (before the cap below).
+  * ``α`` solves the paper's system on the raw Gramian, ``G α = 1/α``. The
+    authors' code divides ``G`` by ``‖G‖_F`` inside the solver but keeps that
+    factor in the constraint, which gives this same root. The update's size
+    does not depend on the gradients' scale: multiplying every gradient by
+    ``c`` divides ``α`` by ``c``. On orthogonal gradients
+    ``α_t = 1/‖g_t‖`` and ``d = Σ_t g_t / ‖g_t‖``.
   * ``max_norm`` > 0 caps the norm of the shared update: ``α`` is multiplied
     by ``min(1, max_norm / ‖d‖)``, as the authors' ``clip_grad_norm_`` on
     the shared parameters (default 1.0, theirs). 0 disables it.
@@ -76,7 +60,9 @@ def nash_mtl(
   When no positive root exists (some convex combination of the gradients is
   zero, e.g. two exactly opposite gradients), the solver's ridge
   (``fair_allocation.RIDGE``) gives finite weights whose update is close to
-  0 along the conflicting directions. A zero-norm task gets weight 0.
+  0 along the conflicting directions; near such points the ridge moves the
+  root by up to about ``ρ`` times the condition number of the cosine matrix
+  (see ``docs/solvers.md``). A zero-norm task gets weight 0.
 
   Args:
     max_norm: cap on the norm of the shared update, >= 0 (0: no cap).
@@ -95,10 +81,10 @@ def nash_mtl(
     >>> tx = mtl.nash_mtl(2, max_norm=0.0)
     >>> grads = jnp.array([[1.0, 0.0], [0.0, 2.0]])
     >>> updates, state = tx.update(grads, tx.init(jnp.zeros(2)))
-    >>> [round(float(w), 4) for w in state.weights]  # Orthogonal: ∝ 1/‖g_t‖.
-    [2.0305, 1.0153]
-    >>> [round(float(x), 4) for x in updates]  # Equal shares.
-    [2.0305, 2.0305]
+    >>> [round(float(w), 4) for w in state.weights]  # Orthogonal: 1/‖g_t‖.
+    [1.0, 0.5]
+    >>> [round(float(x), 4) for x in updates]  # Equal shares: g_t · d = 1/α_t.
+    [1.0, 1.0]
   """
   base.check_range('max_norm', max_norm, 0.0)
   base.check_positive_int('update_weights_every', update_weights_every)
@@ -114,7 +100,9 @@ def nash_mtl(
     solve_now = state.count % update_weights_every == 0
     alpha = lax.cond(
         solve_now,
-        lambda: bargaining_weights(stats.gram, max_iters=max_iters, tol=tol),
+        lambda: fair_allocation.fair_weights(  # G α = 1/α on the raw G, §3.
+            stats.gram, jnp.log(stats.scale), 1.0, max_iters=max_iters,
+            tol=tol),
         lambda: state.alpha)
     # ‖d‖ in the true scale; the cap keeps α's direction.
     norm = numerics.safe_sqrt(alpha @ stats.gram @ alpha) * stats.scale

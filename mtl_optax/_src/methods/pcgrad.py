@@ -33,9 +33,11 @@ def _projected_coefficients(gram: jax.Array, task: jax.Array,
     # the unused branch finite.
     shift = jnp.where(conflicts, numerics.safe_div(inner, squared_norms[other]),
                       0.0)
-    return coefficients - shift * jax.nn.one_hot(other, num_tasks)  # Alg. 1
+    return coefficients - shift * jax.nn.one_hot(  # Alg. 1
+        other, num_tasks, dtype=coefficients.dtype)
 
-  start = jax.nn.one_hot(task, num_tasks, dtype=jnp.float32)
+  start = jax.nn.one_hot(task, num_tasks,
+                         dtype=jnp.promote_types(gram.dtype, jnp.float32))
   return lax.fori_loop(0, num_tasks, project, start)
 
 

@@ -11,7 +11,7 @@ import optax
 # `base` is the factory's public argument (the base direction), so the
 # contract module goes by base_lib here.
 from mtl_optax._src import base as base_lib
-from mtl_optax._src import min_norm
+from mtl_optax._src.solvers import min_norm
 from mtl_optax._src import numerics
 
 BASES = ('central_direction', 'mgda')

@@ -31,6 +31,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from mtl_optax._src import numerics
+from mtl_optax._src.solvers import scaling
 
 # Ridge added to the cosine matrix, per task: C + RIDGE·T·I. It must exceed
 # the float32 rounding of C's eigenvalues (≈ T·eps·‖C‖), or the Newton system
@@ -53,15 +54,11 @@ def cosines(gram: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
   column of ``C`` are those of the identity, so it is decoupled from the
   others.
   """
-  norms = numerics.safe_sqrt(jnp.diagonal(gram))
-  active = norms > 0
-  safe_norms = jnp.where(active, norms, 1.0)
-  both = active[:, None] & active[None, :]
-  cos = jnp.where(both, gram / (safe_norms[:, None] * safe_norms[None, :]),
-                  0.0)
-  eye = jnp.eye(gram.shape[0], dtype=gram.dtype)
-  # The diagonal is 1 by definition; rounding should not decide it.
-  return jnp.where(eye > 0, 1.0, cos), norms, active
+  cos, norms = scaling.cosine_gram(gram)  # Zero-norm task: zero row, column.
+  eye = jnp.eye(gram.shape[0], dtype=bool)
+  # The diagonal is 1 by definition (rounding should not decide it), and 1
+  # for a zero-norm task too, which decouples it from the others.
+  return jnp.where(eye, jnp.ones([], cos.dtype), cos), norms, norms > 0
 
 
 def _relative_expm1(z: jax.Array) -> jax.Array:

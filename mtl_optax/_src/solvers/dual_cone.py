@@ -51,10 +51,11 @@ import jax.numpy as jnp
 from jax import lax
 
 from mtl_optax._src import numerics
+from mtl_optax._src.solvers.result import SolverResult
 
 MIN_REG_EPS = 1e-7
-# A coordinate is freed when its KKT residual exceeds this fraction of
-# max(diag A) · max|v|, the size of the rounding error in A v.
+# A coordinate t is freed when its KKT residual exceeds this fraction of
+# √A_tt · Σ_j √A_jj |v_j|, the size of the terms (and rounding) of (A v)_t.
 _KKT_RTOL = 1e-6
 
 
@@ -65,22 +66,22 @@ def default_max_iters(num_tasks: int) -> int:
 
 def normalised_gram(gram: jax.Array, reg_eps) -> jax.Array:
   """``A = G / tr(G) + max(reg_eps, MIN_REG_EPS) · I`` (``G / tr(G) = 0`` if G = 0)."""
+  dtype = jnp.promote_types(gram.dtype, jnp.float32)
+  gram = gram.astype(dtype)
   trace = jnp.trace(gram)
-  reg = jnp.maximum(jnp.asarray(reg_eps, jnp.float32), MIN_REG_EPS)
-  identity = jnp.eye(gram.shape[0], dtype=jnp.float32)
+  reg = jnp.maximum(jnp.asarray(reg_eps, dtype), MIN_REG_EPS)
+  identity = jnp.eye(gram.shape[0], dtype=dtype)
   return numerics.safe_div(gram, trace) + reg * identity
 
 
-class Solution(NamedTuple):
-  weights: jax.Array  # shape=[T], dtype=float32; v of (1), v >= u
-  iterations: jax.Array  # shape=(), dtype=int32
-  converged: jax.Array  # shape=(), dtype=bool; KKT conditions met
+# The solver's result: weights v of (1), v >= u; converged: KKT conditions met.
+Solution = SolverResult
 
 
 class _Iterate(NamedTuple):
-  offset: jax.Array  # shape=[T], dtype=float32; z = v - u >= 0
+  offset: jax.Array  # shape=[T], dtype=float32 (or float64); z = v - u >= 0
   free: jax.Array  # shape=[T], dtype=bool; coordinates not held at z = 0
-  inverse: jax.Array  # shape=[T, T], dtype=float32; A_FF⁻¹ on free, I off it
+  inverse: jax.Array  # shape=[T, T], offset's dtype; A_FF⁻¹ on free, I off it
   last_freed: jax.Array  # shape=(), dtype=int32
   just_freed: jax.Array  # shape=(), dtype=bool; the last step freed last_freed
   iteration: jax.Array  # shape=(), dtype=int32
@@ -111,18 +112,21 @@ def _step(matrix, lower, linear, it: _Iterate) -> _Iterate:
   # z_t = 0 ...
   weights = lower + target
   descent = -(matrix @ weights)
-  tolerance = _KKT_RTOL * jnp.max(jnp.diagonal(matrix)) * jnp.max(
-      jnp.abs(weights))
+  # Per coordinate, the size of the terms of (A v)_t (|A_tj| <= √A_tt √A_jj),
+  # which bounds its rounding error: scale-free task by task.
+  roots = jnp.sqrt(jnp.maximum(jnp.diagonal(matrix), 0.0))
+  tolerance = _KKT_RTOL * roots * jnp.sum(roots * jnp.abs(weights))
   violated = ~it.free & (descent > tolerance)
   any_violated = jnp.any(violated)
-  to_free = jnp.argmax(jnp.where(violated, descent, -jnp.inf))
+  to_free = jnp.argmax(jnp.where(violated, descent, -jnp.inf)).astype(
+      jnp.int32)
 
   # ... or move from z towards the minimiser until the first free coordinate
   # reaches zero, and fix that one there.
   blocking = it.free & (target <= 0)
   ratios = jnp.where(
       blocking, numerics.safe_div(it.offset, it.offset - target), jnp.inf)
-  to_fix = jnp.argmin(ratios)
+  to_fix = jnp.argmin(ratios).astype(jnp.int32)
   moved = jnp.maximum(it.offset + ratios[to_fix] * (target - it.offset), 0.0)
 
   # Both change the inverse of A on the free set by one rank-one term and one
@@ -175,14 +179,16 @@ def project(matrix: jax.Array, lower: jax.Array, max_iters: int) -> Solution:
     A :class:`Solution`; ``weights >= lower`` always holds, the optimality
     conditions when ``converged``.
   """
-  matrix = matrix.astype(jnp.float32)
-  lower = lower.astype(jnp.float32)
+  dtype = jnp.promote_types(jnp.promote_types(matrix.dtype, lower.dtype),
+                            jnp.float32)
+  matrix = matrix.astype(dtype)
+  lower = lower.astype(dtype)
   num_tasks = lower.shape[0]
   linear = matrix @ lower
   start = _Iterate(
-      offset=jnp.zeros([num_tasks], jnp.float32),
+      offset=jnp.zeros([num_tasks], dtype),
       free=jnp.zeros([num_tasks], bool),
-      inverse=jnp.eye(num_tasks, dtype=jnp.float32),
+      inverse=jnp.eye(num_tasks, dtype=dtype),
       last_freed=jnp.zeros([], jnp.int32),
       just_freed=jnp.zeros([], bool),
       iteration=jnp.zeros([], jnp.int32),

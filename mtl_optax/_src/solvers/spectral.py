@@ -1,5 +1,9 @@
 """Eigen-decompositions of small Gramians, with one documented rank threshold.
 
+Rank decisions are made on the cosine matrix ``G[i, j] / (‖g_i‖ ‖g_j‖)``
+(unit diagonal), never on the raw Gramian, so that a gradient which is
+independent of the others but much smaller is not taken for noise.
+
 IMTL-G, ConFIG and Aligned-MTL need a pseudo-inverse or an inverse square root
 of a T x T positive semi-definite matrix. A float32 Gramian of exactly
 dependent gradients does not come out exactly singular: its "zero"
@@ -15,6 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from mtl_optax._src import numerics
+from mtl_optax._src.solvers import scaling
 
 RANK_RTOL = 1e-5
 
@@ -39,16 +44,6 @@ def pinv_matvec(matrix: jax.Array, vector: jax.Array) -> jax.Array:
   return eigenvectors @ (inverse * (eigenvectors.T @ vector))
 
 
-def cosine_gram(gram: jax.Array) -> tuple[jax.Array, jax.Array]:
-  """``(cosines, norms)``: ``Ĝ[i, j] = G[i, j] / (‖g_i‖ ‖g_j‖)`` and ``‖g_t‖``.
-
-  A zero gradient has a zero row and column in ``Ĝ`` (no direction), and the
-  norms are those of ``gram`` (so in its scale).
-  """
-  norms = numerics.safe_sqrt(jnp.diagonal(gram))
-  return numerics.safe_div(gram, norms[:, None] * norms[None, :]), norms
-
-
 def equal_projection_coefficients(gram: jax.Array) -> jax.Array:
   """Coefficients ``c`` of the least-norm ``g = Σ_t c_t g_t`` with ``u_t·g = 1``.
 
@@ -59,6 +54,35 @@ def equal_projection_coefficients(gram: jax.Array) -> jax.Array:
   ``c_t = 0``. When ``Ĝ`` is singular, ``u_t·g`` is the projection of the
   all-ones vector onto the range of ``Ĝ`` instead of 1.
   """
-  cosines, norms = cosine_gram(gram)
+  cosines, norms = scaling.cosine_gram(gram)
   unit_coefficients = pinv_matvec(cosines, jnp.ones_like(norms))
   return numerics.safe_div(unit_coefficients, norms)
+
+
+def aligned_weights(gram: jax.Array, preference: jax.Array) -> jax.Array:
+  """Aligned-MTL's ``B w = σ_min G^{-1/2} w`` on the numerical range of ``G``.
+
+  Senushkin et al. (CVPR 2023), Algorithm 1, with ``G = V Λ Vᵀ``:
+  ``B = σ_min V Λ^{-1/2} Vᵀ``. The rank ``r`` comes from the cosine matrix
+  (scale-free, see the module docstring); the top ``r`` eigenvalues of ``G``
+  are kept and ``σ_min² = λ_r``, the smallest kept one.
+
+  Args:
+    gram: ``[T, T]`` Gramian.
+    preference: ``[T]`` task preferences ``w``.
+
+  Returns:
+    ``[T]`` weights ``B w`` on the raw gradients (0 if ``G = 0``).
+  """
+  cosines, _ = scaling.cosine_gram(gram)
+  _, _, kept_cosines = eigh_with_rank(cosines)
+  rank = jnp.sum(kept_cosines)
+  eigenvalues, eigenvectors = jnp.linalg.eigh(gram)  # Ascending.
+  positions = jnp.arange(gram.shape[0])
+  kept = (positions >= gram.shape[0] - rank) & (eigenvalues > 0)
+  smallest = jnp.min(jnp.where(kept, eigenvalues, jnp.inf))
+  safe_eigenvalues = jnp.where(kept, eigenvalues, 1.0)
+  # Alg. 1: B = σ_min V Λ^{-1/2} Vᵀ, restricted to the kept eigenvalues.
+  ratios = jnp.where(kept, jnp.sqrt(smallest / safe_eigenvalues), 0.0)
+  balance = (eigenvectors * ratios) @ eigenvectors.T
+  return balance @ preference.astype(balance.dtype)

@@ -21,11 +21,24 @@ conditional gradients* (Tsuji, Tanaka and Pokutta, ICML 2022):
   is the projected gradient), which needs far fewer iterations than pairwise
   steps on ill-conditioned faces.
 
-A step that reaches the border of the simplex drops that vertex exactly. The
-loop stops when the Frank-Wolfe duality gap ``2(αᵀGα − min_t (Gα)_t)``, an
-upper bound on ``αᵀGα − min``, falls below ``tol`` times the largest diagonal
-entry of ``G`` (up to a factor 2), when a step changes nothing twice in a row
-(float32 resolution reached), or after ``max_iters`` iterations.
+A step that reaches the border of the simplex drops that vertex exactly.
+
+**Stopping rule, scale-free.** The Frank-Wolfe duality gap
+``gap = 2(αᵀGα − min_t (Gα)_t)`` bounds the suboptimality ``αᵀGα − min``.
+The loop stops once
+
+  ``gap <= tol · αᵀGα + ROUNDING · eps · (αᵀ|G|α + (|G|α)_b)``,
+
+i.e. when the gap is below ``tol`` relative to the current objective (not to
+the largest ``G_tt``, which can be orders of magnitude larger when the task
+gradients' norms differ), or below the rounding error of the gap itself:
+``(Gα)_t`` is computed to about ``eps · (|G|α)_t``, so no float32 solver can
+certify less (``b`` is the best vertex, ``argmin_t (Gα)_t``). Both terms are invariant to a positive factor on any one
+task's gradient (up to that task's share), so the relative accuracy of the
+update does not depend on the gradients' scales. The loop also stops when a
+step changes nothing twice in a row (rounding reached), or after
+``max_iters`` iterations. Since ``d`` is the projection of 0 onto the hull,
+``‖d − d*‖² <= αᵀGα − min <= gap``.
 """
 
 import math
@@ -37,24 +50,24 @@ from jax import lax
 
 from mtl_optax._src import base
 from mtl_optax._src import numerics
+from mtl_optax._src.solvers import scaling
+from mtl_optax._src.solvers.result import SolverResult
 
 DEFAULT_MAX_ITERS = 2000
-DEFAULT_TOL = 1e-6
-
-
-class SolverResult(NamedTuple):
-  weights: jax.Array  # shape=[T], dtype=float32, on the simplex
-  iterations: jax.Array  # shape=(), dtype=int32
-  gap: jax.Array  # shape=(), dtype=float32; duality gap / max_t G_tt
+DEFAULT_TOL = 1e-8
+# The gap is computed to about eps · (αᵀ|G|α + (|G|α)_best); below this
+# many times that, it is rounding noise.
+ROUNDING = 16.0
 
 
 class _LoopState(NamedTuple):
-  weights: jax.Array  # shape=[T], dtype=float32
-  dots: jax.Array  # shape=[T], dtype=float32; dots[t] = <g_t, d> = (Gα)_t
+  weights: jax.Array  # shape=[T], dtype=float32 (float64 under x64)
+  dots: jax.Array  # shape=[T], same dtype; dots[t] = <g_t, d> = (Gα)_t
   iterations: jax.Array  # shape=(), dtype=int32
-  gap: jax.Array  # shape=(), dtype=float32
-  direction: jax.Array  # shape=[T], dtype=float32; last conjugate direction
-  residual_sq: jax.Array  # shape=(), dtype=float32; 0 restarts CG
+  done: jax.Array  # shape=(), dtype=bool; the stopping rule holds
+  finite: jax.Array  # shape=(), dtype=bool; the gap is finite
+  direction: jax.Array  # shape=[T], same dtype; last conjugate direction
+  residual_sq: jax.Array  # shape=(), same dtype; 0 restarts CG
   stalls: jax.Array  # shape=(), dtype=int32; steps in a row that did nothing
 
 
@@ -75,7 +88,8 @@ def min_norm_weights(
   docstring) runs inside one ``lax.while_loop``.
 
   The Gramian is divided by its largest diagonal entry first, so any scale
-  works. ``G = 0`` (every gradient zero) returns uniform weights. A non-finite
+  works, and the stopping rule is relative to the objective (see the module
+  docstring), so the tasks' relative scales do not degrade the answer. ``G = 0`` (every gradient zero) returns uniform weights. A non-finite
   Gramian stops the loop at once and returns a finite or NaN vector; it never
   hangs. The result is treated as a constant by autodiff (``stop_gradient``),
   as the authors back-propagate ``Σ α_t L_t`` with ``α`` fixed.
@@ -85,10 +99,11 @@ def min_norm_weights(
       Batch several with ``jax.vmap``.
     max_iters: Python int >= 1, cap on the iterations for T > 2.
     tol: >= 0, stop once the Frank-Wolfe duality gap, which bounds the
-      suboptimality ``αᵀGα − min``, is below ``tol · max_t G_tt``.
+      suboptimality ``αᵀGα − min``, is below ``tol · αᵀGα`` (or at the
+      rounding floor of float32, whichever is larger).
 
   Returns:
-    ``[T]`` float32 weights on the simplex.
+    ``[T]`` weights on the simplex, float32 (float64 for a float64 ``gram``).
 
   Example:
     >>> import jax.numpy as jnp
@@ -112,12 +127,12 @@ def solve(
     active: jax.Array | None = None,
     closed_form: bool = True,
 ) -> SolverResult:
-  """:func:`min_norm_weights` with its iteration count and final gap.
+  """:func:`min_norm_weights` with its iteration count and convergence flag.
 
   Args:
     gram: ``[T, T]`` Gramian.
     max_iters: cap on the iterations.
-    tol: relative duality gap at which to stop.
+    tol: duality gap relative to the objective at which to stop.
     active: optional ``[T]`` bool; the problem is solved on the face of the
       simplex spanned by the active tasks, the others get weight 0. If no task
       is active, every task is.
@@ -125,8 +140,8 @@ def solve(
       solver, for tests and benchmarks).
 
   Returns:
-    A :class:`SolverResult`; ``iterations`` is 0 for the closed forms and
-    ``gap`` is relative to ``max_t G_tt``.
+    A :class:`SolverResult`; ``iterations`` is 0 for the closed forms,
+    ``converged`` says that the stopping rule on the gap was met.
   """
   gram = jnp.asarray(gram)
   if gram.ndim != 2 or gram.shape[0] != gram.shape[1]:
@@ -136,7 +151,8 @@ def solve(
   base.check_positive_int('max_iters', max_iters)
   _check_tol(tol)
   num_tasks = gram.shape[0]
-  gram = normalise_scale(lax.stop_gradient(gram).astype(jnp.float32))
+  dtype = jnp.promote_types(gram.dtype, jnp.float32)
+  gram = normalise_scale(lax.stop_gradient(gram).astype(dtype))
   if active is None:
     active = jnp.ones([num_tasks], bool)
   else:
@@ -144,12 +160,12 @@ def solve(
     active = jnp.where(jnp.any(active), active, True)
 
   if num_tasks == 1:
-    return SolverResult(jnp.ones([1], jnp.float32), jnp.zeros([], jnp.int32),
-                        jnp.zeros([], jnp.float32))
+    return SolverResult(jnp.ones([1], dtype), jnp.zeros([], jnp.int32),
+                        jnp.all(jnp.isfinite(gram)))
   if num_tasks == 2 and closed_form:
     weights = _two_task_weights(gram, active)
     return SolverResult(weights, jnp.zeros([], jnp.int32),
-                        _duality_gap(weights, _matvec(gram, weights), active))
+                        jnp.all(jnp.isfinite(weights)))
   return _blended_pairwise(gram, active, max_iters, tol)
 
 
@@ -184,6 +200,24 @@ def _duality_gap(weights, dots, active):
   return 2.0 * jnp.sum(jnp.where(weights > 0, weights * (dots - best), 0.0))
 
 
+def _stopping(gram, weights, dots, active, tol, linear):
+  """``(done, finite)``: the scale-free stopping rule of the module docstring.
+
+  ``dots = Gα + linear`` is half the gradient of ``αᵀGα + 2 linearᵀα``.
+  With a linear term (the projection of a point ``−v`` onto the hull, with
+  ``linear = Jv``), the gap still bounds ``‖g_α − x*‖²``, so it is compared
+  with ``αᵀGα = ‖g_α‖²``, not with the objective.
+  """
+  gap = _duality_gap(weights, dots, active)
+  value = jnp.sum(weights * (dots - linear))  # αᵀGα.
+  # (|G|α)_t + |linear_t| >= |dots_t|.
+  magnitudes = _matvec(jnp.abs(gram), weights) + jnp.abs(linear)
+  eps = jnp.finfo(gram.dtype).eps
+  best = jnp.argmin(jnp.where(active, dots, jnp.inf))
+  floor = ROUNDING * eps * (jnp.sum(weights * magnitudes) + magnitudes[best])
+  return gap <= tol * value + floor, jnp.isfinite(gap)
+
+
 def _two_task_weights(gram: jax.Array, active: jax.Array) -> jax.Array:
   """Closed form for T = 2: minimise ``‖a g_1 + (1 − a) g_2‖²`` over [0, 1]."""
   diff_sq = gram[0, 0] + gram[1, 1] - 2.0 * gram[0, 1]  # ‖g_1 − g_2‖².
@@ -195,19 +229,29 @@ def _two_task_weights(gram: jax.Array, active: jax.Array) -> jax.Array:
   second = jnp.clip((gram[0, 0] - gram[0, 1]) / safe_diff_sq, 0.0, 1.0)
   weights = jnp.where(equal, 0.5, jnp.stack([first, second]))
   # A face with a single task: all the weight goes to it.
-  return jnp.where(jnp.all(active), weights, active.astype(jnp.float32))
+  return jnp.where(jnp.all(active), weights, active.astype(gram.dtype))
 
 
-def _blended_pairwise(gram, active, max_iters, tol) -> SolverResult:
+def _blended_pairwise(gram, active, max_iters, tol, linear=None,
+                      weights0=None) -> SolverResult:
+  """The loop; with ``linear``, it minimises ``αᵀGα + 2 linearᵀα``.
+
+  ``weights0`` (on the simplex, zero off ``active``) is the start, uniform
+  on ``active`` by default. CAGrad's dual solver uses both.
+  """
   num_tasks = gram.shape[0]
-  weights0 = active.astype(jnp.float32) / jnp.sum(active)
-  dots0 = _matvec(gram, weights0)
-  zeros = jnp.zeros([num_tasks], jnp.float32)
+  dtype = gram.dtype
+  if linear is None:
+    linear = jnp.zeros([num_tasks], dtype)
+  if weights0 is None:
+    weights0 = active.astype(dtype) / jnp.sum(active).astype(dtype)
+  dots0 = _matvec(gram, weights0) + linear
+  zeros = jnp.zeros([num_tasks], dtype)
 
   def not_done(loop):
     # A non-finite gap (non-finite G) stops at once.
-    return ((loop.iterations < max_iters) & jnp.isfinite(loop.gap)
-            & (loop.gap > tol) & (loop.stalls < 2))
+    return ((loop.iterations < max_iters) & loop.finite & ~loop.done
+            & (loop.stalls < 2))
 
   def step(loop):
     weights, dots = loop.weights, loop.dots
@@ -219,8 +263,8 @@ def _blended_pairwise(gram, active, max_iters, tol) -> SolverResult:
     # Blended choice: bring in a new vertex only when the Frank-Wolfe gap
     # beats the spread of the face; otherwise minimise on the face.
     add_vertex = value - dots[best] > dots[away] - dots[best_in_support]
-    pairwise = (jax.nn.one_hot(best, num_tasks, dtype=jnp.float32)
-                - jax.nn.one_hot(away, num_tasks, dtype=jnp.float32))
+    pairwise = (jax.nn.one_hot(best, num_tasks, dtype=dtype)
+                - jax.nn.one_hot(away, num_tasks, dtype=dtype))
     # Conjugate gradients on the face {supp ⊆ support, Σ = 1}: the residual
     # is minus the gradient projected on that affine subspace.
     face_mean = jnp.sum(jnp.where(support, dots, 0.0)) / jnp.sum(support)
@@ -254,28 +298,32 @@ def _blended_pairwise(gram, active, max_iters, tol) -> SolverResult:
     new_weights = jnp.maximum(weights + step_size * direction, 0.0)
     new_weights = jnp.where(drop, new_weights.at[dropped].set(0.0), new_weights)
     new_weights = new_weights / jnp.sum(new_weights)
-    new_dots = _matvec(gram, new_weights)
+    new_dots = _matvec(gram, new_weights) + linear
     restart = add_vertex | drop | (step_size <= 0)
     unchanged = jnp.all(new_weights == weights)
+    done, finite = _stopping(gram, new_weights, new_dots, active, tol, linear)
     return _LoopState(
         weights=new_weights,
         dots=new_dots,
         iterations=loop.iterations + 1,
-        gap=_duality_gap(new_weights, new_dots, active),
+        done=done,
+        finite=finite,
         direction=jnp.where(restart, zeros, conjugate),
-        residual_sq=jnp.where(restart, 0.0, residual_sq),
+        residual_sq=jnp.where(restart, jnp.zeros([], dtype), residual_sq),
         stalls=jnp.where(unchanged, loop.stalls + 1, 0))
 
+  done0, finite0 = _stopping(gram, weights0, dots0, active, tol, linear)
   start = _LoopState(
       weights=weights0,
       dots=dots0,
       iterations=jnp.zeros([], jnp.int32),
-      gap=_duality_gap(weights0, dots0, active),
+      done=done0,
+      finite=finite0,
       direction=zeros,
-      residual_sq=jnp.zeros([], jnp.float32),
+      residual_sq=jnp.zeros([], dtype),
       stalls=jnp.zeros([], jnp.int32))
   final = lax.while_loop(not_done, step, start)
-  return SolverResult(final.weights, final.iterations, final.gap)
+  return SolverResult(final.weights, final.iterations, final.done)
 
 
 def central_direction_weights(
@@ -296,11 +344,9 @@ def central_direction_weights(
   ``1/T``.
   """
   num_tasks = gram.shape[0]
-  norms = numerics.safe_sqrt(jnp.diagonal(gram))
+  unit_gram, norms = scaling.cosine_gram(gram)  # Ĝ[i, j] = <g_i/n_i, g_j/n_j>.
   nonzero = norms > 0
   inverse_norms = numerics.safe_div(1.0, norms)
-  # Ĝ[i, j] = <g_i/n_i, g_j/n_j>, one factor at a time to stay in range.
-  unit_gram = (gram * inverse_norms[:, None]) * inverse_norms[None, :]
   unit_weights = solve(  # k*, eq. 4.6.
       unit_gram, max_iters=max_iters, tol=tol, active=nonzero).weights
   raw_weights = unit_weights * inverse_norms  # k_t / n_t, eq. 4.7.

@@ -1,0 +1,132 @@
+"""Float64 NumPy references for the Gramian solvers, independent of JAX.
+
+Written for the solver-accuracy suite (tests/test_solver_accuracy.py); none
+of them is the library's algorithm.
+
+* :func:`simplex_projection_weights`: Wolfe's minimum-norm-point algorithm
+  (Wolfe, "Finding the nearest point in a polytope", Math. Programming 1976),
+  an active-set method that keeps its support affinely independent and
+  solves each affine sub-problem exactly (least squares on the bordered KKT
+  system). It returns ``argmin_{α∈Δ} ‖Σ_t α_t q_t‖²`` for points ``q_t``
+  given by their Gramian; with a linear term it projects a point onto the
+  hull (the points are shifted first).
+* :func:`cagrad_dual`: CAGrad's dual ``min_{w∈Δ} bᵀw + r‖g_w‖`` by bisection
+  on the scalar fixed point of the projection of ``−μ g_0`` onto the hull
+  (the reduction is checked by the KKT residual in the tests).
+* :func:`dual_cone`: ``argmin_{v >= u} vᵀAv`` by Lawson–Hanson NNLS-style
+  active set on ``z = v − u`` with exact solves.
+* :func:`fair_root`: the root of ``G w = w^{-1/α}`` (from
+  fair_allocation_reference).
+"""
+
+import numpy as np
+
+from fair_allocation_reference import newton_root
+
+
+def _affine_minimiser(gram, linear, support):
+  """``argmin αᵀGα + 2 linearᵀα`` on the affine hull of ``support``."""
+  size = len(support)
+  kkt = np.zeros((size + 1, size + 1))
+  kkt[:size, :size] = gram[np.ix_(support, support)]
+  kkt[:size, size] = 1.0
+  kkt[size, :size] = 1.0
+  rhs = np.zeros(size + 1)
+  rhs[:size] = -linear[support]
+  rhs[size] = 1.0
+  # Equilibrate: the Gramian's entries may span many orders of magnitude.
+  scale = np.sqrt(np.maximum(np.diagonal(kkt)[:size], 1e-300))
+  scale = np.append(scale, 1.0 / np.sqrt(scale.max() * scale.min()))
+  solution = np.linalg.lstsq(kkt / scale[:, None] / scale[None, :],
+                             rhs / scale, rcond=None)[0] / scale
+  return solution[:size]
+
+
+def simplex_projection_weights(gram, linear=None, max_iters=10000):
+  """``argmin_{α ∈ Δ} αᵀGα + 2 linearᵀα`` (Wolfe's algorithm, float64).
+
+  With ``linear = J p`` this is the projection of ``−p`` onto the hull of the
+  rows of ``J`` (Wolfe's algorithm on the points ``g_t + p``, written with
+  ``G`` and the linear term so that no large constant is added).
+  """
+  gram = np.asarray(gram, np.float64)
+  num_tasks = len(gram)
+  linear = (np.zeros(num_tasks) if linear is None
+            else np.asarray(linear, np.float64))
+  scale = max(np.abs(gram).max(), 1e-300)
+  gram, linear = gram / scale, linear / scale
+  weights = np.zeros(num_tasks)
+  first = int(np.argmin(np.diagonal(gram)))
+  weights[first] = 1.0
+  support = [first]
+  for _ in range(max_iters):
+    dots = gram @ weights + linear
+    value = weights @ dots
+    candidate = int(np.argmin(dots))
+    magnitude = np.abs(gram) @ weights + np.abs(linear)
+    if dots[candidate] >= value - 1e-14 * (weights @ magnitude + 1e-300):
+      break
+    if candidate in support:
+      break
+    support.append(candidate)
+    while True:
+      target = np.zeros(num_tasks)
+      target[support] = _affine_minimiser(gram, linear, support)
+      if all(target[t] > 1e-15 for t in support):
+        weights = target
+        break
+      shrinking = [t for t in support if target[t] <= 1e-15]
+      theta = min(weights[t] / (weights[t] - target[t]) for t in shrinking)
+      weights = weights + theta * (target - weights)
+      weights[np.abs(weights) < 1e-15] = 0.0
+      weights = np.maximum(weights, 0.0)
+      support = [t for t in support if weights[t] > 0]
+      weights /= weights.sum()
+  return weights
+
+
+def cagrad_dual(gram, c, iters=200):
+  """``argmin_{w∈Δ} bᵀw + c‖g_0‖ ‖g_w‖`` (CAGrad's dual), float64.
+
+  For ``μ > 0`` the projection ``x(μ)`` of ``−μ g_0`` onto the hull solves
+  the dual with ``c‖g_0‖ = ‖x(μ)‖ / μ``; ``μ`` is found by bisection on
+  ``log μ`` (the map is monotone on the test problems; the tests check
+  the KKT conditions of the dual at the answer).
+  """
+  gram = np.asarray(gram, np.float64)
+  mean_alignment = gram.mean(axis=1)
+  radius = c * np.sqrt(mean_alignment.mean())
+
+  def solve(log_mu):
+    weights = simplex_projection_weights(
+        gram, np.exp(log_mu) * mean_alignment)
+    norm = np.sqrt(max(weights @ gram @ weights, 1e-300))
+    return weights, np.log(norm) - np.log(radius) - log_mu
+
+  closest = simplex_projection_weights(gram)
+  low = np.log(max(np.sqrt(max(closest @ gram @ closest, 0)), 1e-300)) \
+      - np.log(radius)
+  high = 0.5 * np.log(np.diagonal(gram).max()) - np.log(radius)
+  weights = closest
+  for _ in range(iters):
+    middle = 0.5 * (low + high)
+    weights, value = solve(middle)
+    if value >= 0:
+      low = middle
+    else:
+      high = middle
+    if high - low < 1e-14 * max(1.0, abs(high)):
+      break
+  return weights
+
+
+def cagrad_dual_objective(gram, weights, c):
+  gram = np.asarray(gram, np.float64)
+  mean_alignment = gram.mean(axis=1)
+  radius = c * np.sqrt(mean_alignment.mean())
+  return mean_alignment @ weights + radius * np.sqrt(
+      max(weights @ gram @ weights, 0.0))
+
+
+def fair_root(gram, alpha):
+  return newton_root(np.asarray(gram, np.float64), alpha)
