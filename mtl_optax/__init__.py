@@ -14,6 +14,8 @@ aligned_mtl = balancer_factory(weightings.aligned_mtl)
 cagrad = balancer_factory(weightings.cagrad)
 central_direction = balancer_factory(weightings.central_direction)
 config = balancer_factory(weightings.config)
+cosmos = balancer_factory(weightings.cosmos)
+from mtl_optax._src.methods.cosmos import cosmos_value
 from mtl_optax._src.methods.db_mtl import DBMTLState
 from mtl_optax._src.methods.db_mtl import db_mtl
 dualproj = balancer_factory(weightings.dualproj)
@@ -46,9 +48,13 @@ from mtl_optax._src.min_norm import min_norm_weights
 from mtl_optax._src.methods.nash_mtl import NashMTLState
 nash_mtl = balancer_factory(weightings.nash_mtl)
 from mtl_optax._src.methods.pcgrad import PCGradState
+pbi = balancer_factory(weightings.pbi)
+from mtl_optax._src.methods.pbi import pbi_value
 pcgrad = balancer_factory(weightings.pcgrad)
 from mtl_optax._src.methods.rlw import RLWState
 from mtl_optax._src.methods.rlw import rlw
+stch = balancer_factory(weightings.stch)
+from mtl_optax._src.methods.stch import stch_value
 from mtl_optax._src.task_grads import value_and_task_grads
 from mtl_optax._src.engine import value_and_balanced_grad
 from mtl_optax._src.engine import value_and_gramian

@@ -15,6 +15,7 @@ from mtl_optax._src.methods.aligned_mtl import aligned_mtl
 from mtl_optax._src.methods.cagrad import cagrad
 from mtl_optax._src.methods.central_direction import central_direction
 from mtl_optax._src.methods.config import config
+from mtl_optax._src.methods.cosmos import cosmos
 from mtl_optax._src.methods.dualproj import dualproj
 from mtl_optax._src.methods.dwa import dwa
 from mtl_optax._src.methods.equal_weighting import equal_weighting
@@ -22,7 +23,9 @@ from mtl_optax._src.methods.fairgrad import fairgrad
 from mtl_optax._src.methods.gradvac import gradvac
 from mtl_optax._src.methods.mgda import mgda
 from mtl_optax._src.methods.nash_mtl import nash_mtl
+from mtl_optax._src.methods.pbi import pbi
 from mtl_optax._src.methods.pcgrad import pcgrad
+from mtl_optax._src.methods.stch import stch
 from mtl_optax._src.methods.upgrad import upgrad
 
 __all__ = [
@@ -30,6 +33,7 @@ __all__ = [
     'cagrad',
     'central_direction',
     'config',
+    'cosmos',
     'dualproj',
     'dwa',
     'equal_weighting',
@@ -37,6 +41,8 @@ __all__ = [
     'gradvac',
     'mgda',
     'nash_mtl',
+    'pbi',
     'pcgrad',
+    'stch',
     'upgrad',
 ]
