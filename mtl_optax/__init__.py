@@ -22,6 +22,8 @@ dualproj = balancer_factory(weightings.dualproj)
 from mtl_optax._src.methods.dwa import DWAState
 dwa = balancer_factory(weightings.dwa)
 equal_weighting = balancer_factory(weightings.equal_weighting)
+from mtl_optax._src.methods.excess_mtl import ExcessMTLState
+from mtl_optax._src.methods.excess_mtl import excess_mtl
 fairgrad = balancer_factory(weightings.fairgrad)
 from mtl_optax._src.methods.famo import FAMOState
 from mtl_optax._src.methods.famo import famo
@@ -45,6 +47,8 @@ from mtl_optax._src.methods.max_norm_weighting import max_norm_weighting
 mgda = balancer_factory(weightings.mgda)
 from mtl_optax._src.mgda_ub import representation_balanced_grads
 from mtl_optax._src.min_norm import min_norm_weights
+from mtl_optax._src.methods.moco import MoCoState
+from mtl_optax._src.methods.moco import moco
 from mtl_optax._src.methods.nash_mtl import NashMTLState
 nash_mtl = balancer_factory(weightings.nash_mtl)
 from mtl_optax._src.methods.pcgrad import PCGradState
