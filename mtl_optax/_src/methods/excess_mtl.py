@@ -1,6 +1,6 @@
 """ExcessMTL: task weights that grow with each task's estimated excess risk."""
 
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp

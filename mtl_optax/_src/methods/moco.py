@@ -1,4 +1,4 @@
-"""MoCo: MGDA-style weights on tracked gradients, updated by one projected step."""
+"""MoCo: MGDA-like weights on tracked gradients, one projected step each."""
 
 from typing import NamedTuple
 

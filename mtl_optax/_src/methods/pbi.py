@@ -95,8 +95,8 @@ def pbi(theta: float = 5.0, *, preference: Any = None,
   above the reference point). On the ray (``d₂ = 0``) ``P`` is not
   differentiable; the weights are then ``ŵ`` (the subgradient whose
   perpendicular part is 0), also when ``d₂`` is at the round-off level of
-  ``f`` (16 ulps), where its direction is noise. Norms are taken after dividing by the largest
-  entry, so no square overflows.
+  ``f`` (16 ulps), where its direction is noise. Norms are taken after
+  dividing by the largest entry, so no square overflows.
 
   Args:
     theta: ``θ >= 0``, the penalty on the distance to the preference ray
@@ -134,7 +134,8 @@ def pbi(theta: float = 5.0, *, preference: Any = None,
         unit_perpendicular,
         numerics.safe_sqrt(jnp.sum(unit_perpendicular ** 2)))
     # A p at the round-off level of f = d₁ŵ + p has no direction: on the ray.
-    round_off = 16 * jnp.finfo(losses.dtype).eps * (jnp.abs(along) + distance)
+    round_off = (16 * jnp.finfo(losses.dtype).eps *
+                 (jnp.abs(along) + distance))
     weights = direction + theta * jnp.where(distance > round_off, outward, 0.0)
     return weights.astype(jnp.float32), state
 
