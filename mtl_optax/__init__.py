@@ -1,8 +1,9 @@
 """mtl_optax: multi-task loss and gradient balancing as optax transformations.
 
-Every method is a weighting (``mtl_optax.weightings.<name>``) and a factory
-``mtl_optax.<name>(num_tasks, ...)`` that is exactly
-``mtl_optax.balancer(num_tasks, mtl_optax.weightings.<name>(...))``.
+Every method that is a weighting lives in ``mtl_optax.weightings`` and has a
+factory ``mtl_optax.<name>(num_tasks, ...)`` that is exactly
+``mtl_optax.balancer(num_tasks, mtl_optax.weightings.<name>(...))``; the
+methods that need the per-coordinate gradients are transformations.
 """
 
 from mtl_optax import weightings
@@ -23,25 +24,31 @@ from mtl_optax._src.mgda_ub import representation_balanced_grads
 from mtl_optax._src.solvers.min_norm import min_norm_weights
 from mtl_optax._src.task_grads import value_and_task_grads
 
-# Transformations over the stacked per-task gradients (not weightings).
+# Transformations over the stacked per-task gradients, states and helpers
+# of the methods.
+from mtl_optax._src.methods.cosmos import cosmos_value
 from mtl_optax._src.methods.db_mtl import DBMTLState
 from mtl_optax._src.methods.db_mtl import db_mtl
+from mtl_optax._src.methods.dwa import DWAState
+from mtl_optax._src.methods.excess_mtl import ExcessMTLState
+from mtl_optax._src.methods.excess_mtl import excess_mtl
+from mtl_optax._src.methods.famo import FAMOState
 from mtl_optax._src.methods.graddrop import GradDropState
 from mtl_optax._src.methods.graddrop import graddrop
 from mtl_optax._src.methods.gradient_ema import GradientEmaState
 from mtl_optax._src.methods.gradient_ema import gradient_ema
-from mtl_optax._src.methods.log_scaling import log_scaling
-
-# The weightings' states.
-from mtl_optax._src.methods.dwa import DWAState
-from mtl_optax._src.methods.famo import FAMOState
 from mtl_optax._src.methods.gradnorm import GradNormState
 from mtl_optax._src.methods.gradvac import GradVacState
 from mtl_optax._src.methods.imtl import IMTLState
+from mtl_optax._src.methods.log_scaling import log_scaling
+from mtl_optax._src.methods.moco import MoCoState
+from mtl_optax._src.methods.moco import moco
 from mtl_optax._src.methods.nash_mtl import NashMTLState
+from mtl_optax._src.methods.pbi import pbi_value
 from mtl_optax._src.methods.pcgrad import PCGradState
 from mtl_optax._src.methods.rlw import RLWState
 from mtl_optax._src.methods.smoothed import SmoothedState
+from mtl_optax._src.methods.stch import stch_value
 from mtl_optax._src.methods.task_tensioner import TaskTensionerState
 from mtl_optax._src.methods.uncertainty_weighting import UncertaintyWeightingState
 
@@ -50,6 +57,7 @@ aligned_mtl = balancer_factory(weightings.aligned_mtl)
 cagrad = balancer_factory(weightings.cagrad)
 central_direction = balancer_factory(weightings.central_direction)
 config = balancer_factory(weightings.config)
+cosmos = balancer_factory(weightings.cosmos)
 dualproj = balancer_factory(weightings.dualproj)
 dwa = balancer_factory(weightings.dwa)
 equal_weighting = balancer_factory(weightings.equal_weighting)
@@ -64,11 +72,85 @@ logse = balancer_factory(weightings.logse)
 max_norm_weighting = balancer_factory(weightings.max_norm_weighting)
 mgda = balancer_factory(weightings.mgda)
 nash_mtl = balancer_factory(weightings.nash_mtl)
+pbi = balancer_factory(weightings.pbi)
 pcgrad = balancer_factory(weightings.pcgrad)
 rlw = balancer_factory(weightings.rlw)
 smoothed = balancer_factory(weightings.smoothed)
+stch = balancer_factory(weightings.stch)
 task_tensioner = balancer_factory(weightings.task_tensioner)
 uncertainty_weighting = balancer_factory(weightings.uncertainty_weighting)
 upgrad = balancer_factory(weightings.upgrad)
+
+__all__ = [
+    'BalancerState',
+    'DBMTLState',
+    'DWAState',
+    'ExcessMTLState',
+    'FAMOState',
+    'GradDropState',
+    'GradNormState',
+    'GradVacState',
+    'GradientEmaState',
+    'IMTLState',
+    'LossBalancer',
+    'MoCoState',
+    'NashMTLState',
+    'PCGradState',
+    'RLWState',
+    'SmoothedState',
+    'TaskStats',
+    'TaskTensionerState',
+    'UncertaintyWeightingState',
+    'Weighting',
+    'WeightsState',
+    'aligned_mtl',
+    'balancer',
+    'balancer_factory',
+    'cagrad',
+    'central_direction',
+    'config',
+    'cosmos',
+    'cosmos_value',
+    'db_mtl',
+    'dualproj',
+    'dwa',
+    'equal_weighting',
+    'excess_mtl',
+    'fairgrad',
+    'famo',
+    'fixed_weighting',
+    'gls',
+    'graddrop',
+    'gradient_ema',
+    'gradnorm',
+    'gradvac',
+    'gramian',
+    'imtl',
+    'last_weights',
+    'log_scaling',
+    'logse',
+    'max_norm_weighting',
+    'mgda',
+    'min_norm_weights',
+    'moco',
+    'nash_mtl',
+    'pbi',
+    'pbi_value',
+    'pcgrad',
+    'representation_balanced_grads',
+    'rlw',
+    'smoothed',
+    'stch',
+    'stch_value',
+    'task_tensioner',
+    'uncertainty_weighting',
+    'upgrad',
+    'value_and_balanced_grad',
+    'value_and_gramian',
+    'value_and_task_grads',
+    'weigh_losses',
+    'weighted_sum',
+    'weightings',
+]
 
 __version__ = '0.1.0'

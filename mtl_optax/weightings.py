@@ -15,6 +15,7 @@ from mtl_optax._src.methods.aligned_mtl import aligned_mtl
 from mtl_optax._src.methods.cagrad import cagrad
 from mtl_optax._src.methods.central_direction import central_direction
 from mtl_optax._src.methods.config import config
+from mtl_optax._src.methods.cosmos import cosmos
 from mtl_optax._src.methods.dualproj import dualproj
 from mtl_optax._src.methods.dwa import dwa
 from mtl_optax._src.methods.equal_weighting import equal_weighting
@@ -29,9 +30,11 @@ from mtl_optax._src.methods.logse import logse
 from mtl_optax._src.methods.max_norm_weighting import max_norm_weighting
 from mtl_optax._src.methods.mgda import mgda
 from mtl_optax._src.methods.nash_mtl import nash_mtl
+from mtl_optax._src.methods.pbi import pbi
 from mtl_optax._src.methods.pcgrad import pcgrad
 from mtl_optax._src.methods.rlw import rlw
 from mtl_optax._src.methods.smoothed import smoothed
+from mtl_optax._src.methods.stch import stch
 from mtl_optax._src.methods.task_tensioner import task_tensioner
 from mtl_optax._src.methods.uncertainty_weighting import uncertainty_weighting
 from mtl_optax._src.methods.upgrad import upgrad
@@ -41,6 +44,7 @@ __all__ = [
     'cagrad',
     'central_direction',
     'config',
+    'cosmos',
     'dualproj',
     'dwa',
     'equal_weighting',
@@ -55,9 +59,11 @@ __all__ = [
     'max_norm_weighting',
     'mgda',
     'nash_mtl',
+    'pbi',
     'pcgrad',
     'rlw',
     'smoothed',
+    'stch',
     'task_tensioner',
     'uncertainty_weighting',
     'upgrad',

@@ -154,5 +154,30 @@ METHODS = [
     # scale linearity; min-norm and non-conflict hold at the first step only.
     Method('smoothed.mgda', _smoothed_mgda, {'alpha': 0.9}, False,
            _props(PERMUTATION_INVARIANT, SCALE_LINEAR)),
+    # Scalarisations with the default uniform preference; their weights
+    # depend on the losses only.
+    Method('stch', mtl.stch, {'mu': 1.0}, True,
+           _props(PERMUTATION_INVARIANT, SCALE_LINEAR)),
+    Method('stch.small_mu', mtl.stch, {'mu': 0.01}, True,
+           _props(PERMUTATION_INVARIANT, SCALE_LINEAR)),
+    Method('cosmos', mtl.cosmos, {'cosine_penalty': 1.0}, True,
+           _props(PERMUTATION_INVARIANT, SCALE_LINEAR)),
+    Method('pbi', mtl.pbi, {'theta': 5.0}, True,
+           _props(PERMUTATION_INVARIANT, SCALE_LINEAR)),
+    # Scale-linear from the first step with warm-up (uniform weights, then
+    # excess risks divided by a baseline of the same scale).
+    Method('excess_mtl', mtl.excess_mtl,
+           {'robust_step_size': 1e-2, 'warmup_steps': 1}, False,
+           _props(PERMUTATION_INVARIANT, SCALE_LINEAR)),
+    # warmup_steps=0 steps with the raw excess risks: not scale-linear.
+    Method('excess_mtl.no_warmup', mtl.excess_mtl,
+           {'robust_step_size': 1.0, 'warmup_steps': 0}, False,
+           _props(PERMUTATION_INVARIANT)),
+    # Unit gradients: the update does not scale with the gradients.
+    Method('moco', mtl.moco, {'beta': 0.5, 'gamma': 0.1}, True,
+           _props(PERMUTATION_INVARIANT)),
+    Method('moco.softmax', mtl.moco,
+           {'beta': 0.5, 'gamma': 0.1, 'weight_update': 'softmax'}, True,
+           _props(PERMUTATION_INVARIANT)),
     # New methods above this line, one Method(...) each.
 ]

@@ -23,6 +23,7 @@ from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from mtl_optax._src import gramian as gramian_lib
@@ -155,6 +156,50 @@ def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
   if value not in choices:
     raise ValueError(f'{name} must be one of {choices}, got {value!r}.')
   return value
+
+
+def check_task_vector(name: str, value: Any, *,
+                      nonnegative: bool = False) -> Any:
+  """Checks a concrete per-task vector hyper-parameter (None passes).
+
+  The vector must be 1-D and finite; with ``nonnegative`` its entries must be
+  >= 0 with a positive sum (a preference). Its length is checked against T
+  by :func:`task_vector`. Traced values are not checked.
+  """
+  if value is None or isinstance(value, jax.core.Tracer):
+    return value
+  try:
+    concrete = np.asarray(value, dtype=np.float64)
+  except (TypeError, ValueError) as error:
+    raise ValueError(f'{name} must be a vector of numbers, got {value!r}.'
+                     ) from error
+  if concrete.ndim != 1 or not np.all(np.isfinite(concrete)):
+    raise ValueError(f'{name} must be a finite 1-D vector, got {value!r}.')
+  if nonnegative and (np.any(concrete < 0) or concrete.sum() <= 0):
+    raise ValueError(f'{name} must be >= 0 with a positive sum, got '
+                     f'{value!r}.')
+  return value
+
+
+def loss_vector(name: str, task_losses: Any) -> jax.Array:
+  """``[T]`` losses for a scalarisation's value, at least float32."""
+  losses = jnp.asarray(task_losses)
+  if losses.ndim != 1:
+    raise ValueError(f'{name}: task_losses must have shape [T], got '
+                     f'{losses.shape}.')
+  return losses.astype(jnp.promote_types(losses.dtype, jnp.float32))
+
+
+def task_vector(method: str, name: str, value: Any, num_tasks: int,
+                default: float) -> jax.Array:
+  """``value`` as a ``[T]`` float32 vector (``default`` everywhere if None)."""
+  if value is None:
+    return jnp.full([num_tasks], default, jnp.float32)
+  vector = jnp.asarray(value, jnp.float32)
+  if vector.shape != (num_tasks,):
+    raise ValueError(f'{method}: {name} has shape {vector.shape}, but there '
+                     f'are {num_tasks} tasks; expected ({num_tasks},).')
+  return vector
 
 
 # --------------------------------------------------------------------------

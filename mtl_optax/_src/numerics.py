@@ -58,3 +58,15 @@ def as_raw_key(key: Any) -> jax.Array:
   if jnp.ndim(key) == 0:
     return jax.random.PRNGKey(key)
   return key.astype(jnp.uint32)
+
+
+def project_to_simplex(point: jax.Array) -> jax.Array:
+  """Euclidean projection onto ``{w >= 0, Σ w = 1}`` (sort and threshold)."""
+  num_tasks = point.shape[0]
+  descending = jnp.sort(point)[::-1]
+  excess = jnp.cumsum(descending) - 1.0
+  counts = jnp.arange(1, num_tasks + 1, dtype=point.dtype)
+  in_support = descending - excess / counts > 0
+  support_size = jnp.sum(in_support)  # The condition holds on a prefix.
+  threshold = excess[support_size - 1] / support_size.astype(point.dtype)
+  return jnp.maximum(point - threshold, 0.0)
