@@ -1,7 +1,7 @@
 """DB-MTL: log scaling, a per-task gradient EMA, then max-norm balancing.
 
-A composition, not a weighting: this is the one method file that imports
-others, the three pieces it chains (each a public method of its own).
+A composition, not a weighting: it chains three public methods, so it sits
+one floor above ``methods/`` (where no method imports another).
 """
 
 import optax
