@@ -31,6 +31,7 @@ from mtl_optax._src.methods.graddrop import graddrop
 from mtl_optax._src.methods.gradient_ema import GradientEmaState
 from mtl_optax._src.methods.gradient_ema import gradient_ema
 from mtl_optax._src.methods.log_scaling import log_scaling
+from mtl_optax._src.methods.normalize_task_grads import normalize_task_grads
 
 # The weightings' states.
 from mtl_optax._src.methods.dwa import DWAState

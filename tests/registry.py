@@ -13,6 +13,7 @@ weights are the min-norm point of the convex hull (the suite checks KKT).
 from typing import Any, Callable, NamedTuple
 
 import numpy as np
+import optax
 
 import mtl_optax as mtl
 
@@ -63,6 +64,15 @@ def _task_tensioner_upgrad(num_tasks, *, alpha=0.3, period=1,
   return mtl.task_tensioner(num_tasks, base=mtl.weightings.upgrad(reg_eps=0.0),
                             alpha=alpha, period=period,
                             task_specific=task_specific)
+
+
+def _normalized_mgda(num_tasks, *, mode='l2', loss_floor=1e-8,
+                     task_specific=None):
+  """The pre-transform in front of a balancer: MGDA on normalised gradients."""
+  return optax.chain(
+      mtl.normalize_task_grads(num_tasks, mode, loss_floor=loss_floor,
+                               task_specific=task_specific),
+      mtl.mgda(num_tasks, task_specific=task_specific))
 
 
 METHODS = [
@@ -154,5 +164,16 @@ METHODS = [
     # scale linearity; min-norm and non-conflict hold at the first step only.
     Method('smoothed.mgda', _smoothed_mgda, {'alpha': 0.9}, False,
            _props(PERMUTATION_INVARIANT, SCALE_LINEAR)),
+    # Pre-transform + MGDA: MGDA is non-conflicting for the normalised
+    # gradients, hence for the raw ones (positive factors). Unit gradients do
+    # not depend on the scale; loss-normalised ones are linear in it.
+    Method('normalize_task_grads.l2+mgda', _normalized_mgda, {'mode': 'l2'},
+           False, _props(NON_CONFLICTING, PERMUTATION_INVARIANT)),
+    Method('normalize_task_grads.loss+mgda', _normalized_mgda,
+           {'mode': 'loss', 'loss_floor': 1e-8}, True,
+           _props(NON_CONFLICTING, PERMUTATION_INVARIANT, SCALE_LINEAR)),
+    Method('normalize_task_grads.loss++mgda', _normalized_mgda,
+           {'mode': 'loss+'}, True,
+           _props(NON_CONFLICTING, PERMUTATION_INVARIANT)),
     # New methods above this line, one Method(...) each.
 ]

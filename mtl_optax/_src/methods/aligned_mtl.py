@@ -7,16 +7,43 @@ import jax.numpy as jnp
 import optax
 
 from mtl_optax._src import base
+from mtl_optax._src import numerics
 from mtl_optax._src import spectral
 
 
-def aligned_mtl_weights(gram: jax.Array, preference: jax.Array) -> jax.Array:
-  """``σ_min · G^{-1/2} · preference`` on the numerical range of ``G``."""
+SCALE_MODES = ('min', 'median', 'rmse')
+
+
+def balance_scale(eigenvalues: jax.Array, kept: jax.Array,
+                  scale_mode: str = 'min') -> jax.Array:
+  """``σ²`` of ``B = σ V Λ^{-1/2} Vᵀ``: a statistic of the kept eigenvalues.
+
+  ``'min'``: the smallest (Algorithm 1, ``σ_min²``); ``'median'``: the lower
+  median (``torch.median``'s convention: the smaller middle value for an even
+  count); ``'rmse'``: the mean, so that ``σ`` is the root mean square of the
+  kept singular values (the authors' code). 0 when nothing is kept.
+  """
+  count = jnp.sum(kept)
+  # Kept eigenvalues first, ascending; the others are pushed to the end.
+  ascending = jnp.sort(jnp.where(kept, eigenvalues, jnp.inf))
+  if scale_mode == 'min':
+    scale = ascending[0]
+  elif scale_mode == 'median':
+    scale = ascending[jnp.maximum(count - 1, 0) // 2]
+  else:  # 'rmse'
+    total = jnp.sum(jnp.where(kept, eigenvalues, 0.0))
+    scale = numerics.safe_div(total, count.astype(eigenvalues.dtype))
+  return jnp.where(count > 0, scale, 0.0)
+
+
+def aligned_mtl_weights(gram: jax.Array, preference: jax.Array,
+                        scale_mode: str = 'min') -> jax.Array:
+  """``σ · G^{-1/2} · preference`` on the numerical range of ``G``."""
   eigenvalues, eigenvectors, kept = spectral.eigh_with_rank(gram)
-  smallest = jnp.min(jnp.where(kept, eigenvalues, jnp.inf))
+  scale = balance_scale(eigenvalues, kept, scale_mode)
   safe_eigenvalues = jnp.where(kept, eigenvalues, 1.0)
-  # Alg. 1: B = σ_min V Λ^{-1/2} Vᵀ, restricted to the kept eigenvalues.
-  ratios = jnp.where(kept, jnp.sqrt(smallest / safe_eigenvalues), 0.0)
+  # Alg. 1: B = σ V Λ^{-1/2} Vᵀ, restricted to the kept eigenvalues.
+  ratios = jnp.where(kept, jnp.sqrt(scale / safe_eigenvalues), 0.0)
   balance = (eigenvectors * ratios) @ eigenvectors.T
   return balance @ preference
 
@@ -24,6 +51,7 @@ def aligned_mtl_weights(gram: jax.Array, preference: jax.Array) -> jax.Array:
 def aligned_mtl(
     *,
     preference: Any = None,
+    scale_mode: str = 'min',
 ) -> base.Weighting:
   r"""Aligned-MTL: make the task gradients orthonormal-like, then combine them.
 
@@ -52,6 +80,13 @@ def aligned_mtl(
   unless ``preference`` is given (the authors' code sums, ``w = 1``, which
   multiplies the update by T).
 
+  ``scale_mode`` chooses ``σ²`` in ``B = σ V Λ^{-1/2} Vᵀ`` (TorchJD's option
+  of the same name): ``'min'`` the smallest kept eigenvalue (Algorithm 1,
+  default), ``'median'`` their lower median, ``'rmse'`` their mean (the
+  authors' code: ``σ`` is the root mean square of the singular values). It
+  sets the update's length only, never its direction; ``'min' <= 'median' <=
+  'rmse'``.
+
   Properties: permutation invariant and linear under scaling (``B`` depends
   on ratios of eigenvalues only). Not non-conflicting:
   ``g_t·d = σ_min (G^{1/2} w)_t`` can be negative.
@@ -59,6 +94,8 @@ def aligned_mtl(
   Args:
     preference: ``[T]`` task preferences ``w`` (default ``1/T`` each); a
       scalar or any shape that broadcasts to ``[T]``.
+    scale_mode: ``'min'``, ``'median'`` or ``'rmse'``: which statistic of the
+      kept eigenvalues of ``G`` gives ``σ²``.
 
   Returns:
     A stateless :class:`Weighting` of the Gramian.
@@ -71,6 +108,7 @@ def aligned_mtl(
     >>> tx.update(grads, tx.init(jnp.zeros(2)))[0]  # (1/2·1/2·2, 1/2·1·1)
     Array([0.5, 0.5], dtype=float32)
   """
+  base.check_choice('scale_mode', scale_mode, SCALE_MODES)
   if preference is not None:
     preference = jnp.asarray(preference, jnp.float32)
 
@@ -89,7 +127,7 @@ def aligned_mtl(
     return optax.EmptyState()
 
   def weigh(stats, state):
-    return aligned_mtl_weights(stats.gram,
-                               preference_for(stats.num_tasks)), state
+    return aligned_mtl_weights(stats.gram, preference_for(stats.num_tasks),
+                               scale_mode), state
 
   return base.Weighting(weigh=weigh, init=init, name='aligned_mtl')
