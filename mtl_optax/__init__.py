@@ -30,6 +30,7 @@ from mtl_optax._src.methods.graddrop import GradDropState
 from mtl_optax._src.methods.graddrop import graddrop
 from mtl_optax._src.methods.gradient_ema import GradientEmaState
 from mtl_optax._src.methods.gradient_ema import gradient_ema
+from mtl_optax._src.methods.gradvac import gradvac_balancer as gradvac
 from mtl_optax._src.methods.log_scaling import log_scaling
 from mtl_optax._src.methods.normalize_task_grads import normalize_task_grads
 
@@ -59,7 +60,6 @@ famo = balancer_factory(weightings.famo)
 fixed_weighting = balancer_factory(weightings.fixed_weighting)
 gls = balancer_factory(weightings.gls)
 gradnorm = balancer_factory(weightings.gradnorm)
-gradvac = balancer_factory(weightings.gradvac)
 imtl = balancer_factory(weightings.imtl)
 logse = balancer_factory(weightings.logse)
 max_norm_weighting = balancer_factory(weightings.max_norm_weighting)

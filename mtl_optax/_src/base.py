@@ -75,12 +75,17 @@ class Weighting(NamedTuple):
     reads_gram: whether ``weigh`` reads ``stats.gram`` (False for loss-level
       weightings, which then also work from one backward pass).
     reads_losses: whether ``weigh`` needs ``stats.losses``.
+    specific_weights: None (every task-specific leaf gets its own task's
+      gradient as is), or ``specific_weights(stats, state) -> [T]``, called
+      with what ``weigh`` gets: task ``t``'s task-specific leaves get
+      ``specific_weights[t] · g_t`` (e.g. IMTL-L's loss scales ``e^{s_t}``).
   """
   weigh: Callable[[TaskStats, Any], tuple[jax.Array, Any]]
   init: Callable[[int], Any] = _no_state
   name: str = 'weighting'
   reads_gram: bool = True
   reads_losses: bool = False
+  specific_weights: Callable[[TaskStats, Any], jax.Array] | None = None
 
 
 class BalancerState(NamedTuple):
@@ -401,15 +406,19 @@ def balancer(
     else:
       gram = scale = None
       shared_finite = None
-    weights, weighting_state = weighting.weigh(
-        TaskStats(gram, scale, losses, num_tasks), state.weighting_state)
+    stats = TaskStats(gram, scale, losses, num_tasks)
+    weights, weighting_state = weighting.weigh(stats, state.weighting_state)
+    if weighting.specific_weights is None:
+      specific_weights = jnp.ones([num_tasks], jnp.float32)
+    else:
+      specific_weights = weighting.specific_weights(
+          stats, state.weighting_state)
     finite = inputs_finite if shared_finite is None else (
         inputs_finite & shared_finite)
     # Poisoning the T weights makes every output non-finite for free.
     weights = jnp.where(finite, weights, jnp.nan)
     shared_updates = gramian_lib.weighted_sum(weights, shared)
-    specific_updates = gramian_lib.weighted_sum(
-        jnp.ones([num_tasks], jnp.float32), specific)
+    specific_updates = gramian_lib.weighted_sum(specific_weights, specific)
     if shared_finite is None:  # Leaves the Gramian did not see.
       finite = finite & numerics.all_finite(*shared_updates)
     return StepResult(shared_updates, specific_updates,
