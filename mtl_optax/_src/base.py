@@ -162,6 +162,28 @@ def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
   return value
 
 
+def preference_vector(name: str, preference: Any) -> Callable[[int], Any]:
+  """``num_tasks -> [T] float32`` preference, None for the method's default.
+
+  ``preference`` is None or anything that broadcasts to ``[T]``; the shape is
+  checked when the returned function first sees T (a weighting's ``init``).
+  """
+  if preference is not None:
+    preference = jnp.asarray(preference, jnp.float32)
+
+  def preference_for(num_tasks: int):
+    if preference is None:
+      return None
+    try:
+      return jnp.broadcast_to(preference, (num_tasks,))
+    except ValueError:
+      raise ValueError(
+          f'{name}: preference has shape {preference.shape}, which does not '
+          f'broadcast to ({num_tasks},).') from None
+
+  return preference_for
+
+
 # --------------------------------------------------------------------------
 # Inputs.
 
