@@ -116,6 +116,9 @@ METHODS = [
            _props(NON_CONFLICTING, PERMUTATION_INVARIANT, SCALE_LINEAR)),
     Method('gradvac', mtl.gradvac, {'beta': 0.01}, False,
            _props(SCALE_LINEAR)),
+    # One target per parameter leaf and pair (LibMTL's all_matrix).
+    Method('gradvac.leaf', mtl.gradvac, {'beta': 0.01, 'group': 'leaf'},
+           False, _props(SCALE_LINEAR)),
     Method('graddrop', mtl.graddrop, {'leak': 0.0}, False,
            _props(PERMUTATION_INVARIANT, SCALE_LINEAR)),
     Method('mgda', mtl.mgda, {'normalization': 'none'}, False,
