@@ -70,6 +70,9 @@ BALANCERS: dict[str, Factory] = {
 PRE_TRANSFORMS: dict[str, Factory] = {
     'gradient_ema': _simple(mtl.gradient_ema),
     'log_scaling': _simple(mtl.log_scaling),
+    'normalize_task_grads': _simple(mtl.normalize_task_grads),
+    'normalize_task_grads.loss': _simple(mtl.normalize_task_grads,
+                                         mode='loss'),
 }
 
 # Named compositions the trainer lists next to the balancers.

@@ -16,6 +16,8 @@ from mtl_optax._src.base import balancer
 from mtl_optax._src.base import balancer_factory
 from mtl_optax._src.base import last_weights
 from mtl_optax._src.base import weigh_losses
+from mtl_optax._src.db_mtl import DBMTLState
+from mtl_optax._src.db_mtl import db_mtl
 from mtl_optax._src.engine import value_and_balanced_grad
 from mtl_optax._src.engine import value_and_gramian
 from mtl_optax._src.gramian import gramian
@@ -27,8 +29,6 @@ from mtl_optax._src.task_grads import value_and_task_grads
 # Transformations over the stacked per-task gradients, states and helpers
 # of the methods.
 from mtl_optax._src.methods.cosmos import cosmos_value
-from mtl_optax._src.db_mtl import DBMTLState
-from mtl_optax._src.db_mtl import db_mtl
 from mtl_optax._src.methods.dwa import DWAState
 from mtl_optax._src.methods.excess_mtl import ExcessMTLState
 from mtl_optax._src.methods.excess_mtl import excess_mtl
@@ -44,6 +44,7 @@ from mtl_optax._src.methods.log_scaling import log_scaling
 from mtl_optax._src.methods.moco import MoCoState
 from mtl_optax._src.methods.moco import moco
 from mtl_optax._src.methods.nash_mtl import NashMTLState
+from mtl_optax._src.methods.normalize_task_grads import normalize_task_grads
 from mtl_optax._src.methods.pbi import pbi_value
 from mtl_optax._src.methods.pcgrad import PCGradState
 from mtl_optax._src.methods.rlw import RLWState
@@ -53,6 +54,7 @@ from mtl_optax._src.methods.task_tensioner import TaskTensionerState
 from mtl_optax._src.methods.uncertainty_weighting import UncertaintyWeightingState
 
 # One balancer factory per weighting: balancer(T, weightings.<name>(...)).
+from mtl_optax._src.methods.gradvac import gradvac_balancer as gradvac
 aligned_mtl = balancer_factory(weightings.aligned_mtl)
 cagrad = balancer_factory(weightings.cagrad)
 central_direction = balancer_factory(weightings.central_direction)
@@ -66,7 +68,6 @@ famo = balancer_factory(weightings.famo)
 fixed_weighting = balancer_factory(weightings.fixed_weighting)
 gls = balancer_factory(weightings.gls)
 gradnorm = balancer_factory(weightings.gradnorm)
-gradvac = balancer_factory(weightings.gradvac)
 imtl = balancer_factory(weightings.imtl)
 logse = balancer_factory(weightings.logse)
 max_norm_weighting = balancer_factory(weightings.max_norm_weighting)
@@ -134,6 +135,7 @@ __all__ = [
     'min_norm_weights',
     'moco',
     'nash_mtl',
+    'normalize_task_grads',
     'pbi',
     'pbi_value',
     'pcgrad',

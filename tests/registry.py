@@ -13,6 +13,7 @@ weights are the min-norm point of the convex hull (the suite checks KKT).
 from typing import Any, Callable, NamedTuple
 
 import numpy as np
+import optax
 
 import mtl_optax as mtl
 
@@ -65,6 +66,15 @@ def _task_tensioner_upgrad(num_tasks, *, alpha=0.3, period=1,
                             task_specific=task_specific)
 
 
+def _normalized_mgda(num_tasks, *, mode='l2', loss_floor=1e-8,
+                     task_specific=None):
+  """The pre-transform in front of a balancer: MGDA on normalised gradients."""
+  return optax.chain(
+      mtl.normalize_task_grads(num_tasks, mode, loss_floor=loss_floor,
+                               task_specific=task_specific),
+      mtl.mgda(num_tasks, task_specific=task_specific))
+
+
 METHODS = [
     Method('equal_weighting', mtl.equal_weighting, {'reduction': 'mean'},
            False, _props(PERMUTATION_INVARIANT, SCALE_LINEAR)),
@@ -106,6 +116,9 @@ METHODS = [
            _props(NON_CONFLICTING, PERMUTATION_INVARIANT, SCALE_LINEAR)),
     Method('gradvac', mtl.gradvac, {'beta': 0.01}, False,
            _props(SCALE_LINEAR)),
+    # One target per parameter leaf and pair (LibMTL's all_matrix).
+    Method('gradvac.leaf', mtl.gradvac, {'beta': 0.01, 'group': 'leaf'},
+           False, _props(SCALE_LINEAR)),
     Method('graddrop', mtl.graddrop, {'leak': 0.0}, False,
            _props(PERMUTATION_INVARIANT, SCALE_LINEAR)),
     Method('mgda', mtl.mgda, {'normalization': 'none'}, False,
@@ -179,5 +192,16 @@ METHODS = [
     Method('moco.softmax', mtl.moco,
            {'beta': 0.5, 'gamma': 0.1, 'weight_update': 'softmax'}, True,
            _props(PERMUTATION_INVARIANT)),
+    # Pre-transform + MGDA: MGDA is non-conflicting for the normalised
+    # gradients, hence for the raw ones (positive factors). Unit gradients do
+    # not depend on the scale; loss-normalised ones are linear in it.
+    Method('normalize_task_grads.l2+mgda', _normalized_mgda, {'mode': 'l2'},
+           False, _props(NON_CONFLICTING, PERMUTATION_INVARIANT)),
+    Method('normalize_task_grads.loss+mgda', _normalized_mgda,
+           {'mode': 'loss', 'loss_floor': 1e-8}, True,
+           _props(NON_CONFLICTING, PERMUTATION_INVARIANT, SCALE_LINEAR)),
+    Method('normalize_task_grads.loss++mgda', _normalized_mgda,
+           {'mode': 'loss+'}, True,
+           _props(NON_CONFLICTING, PERMUTATION_INVARIANT)),
     # New methods above this line, one Method(...) each.
 ]

@@ -76,12 +76,17 @@ class Weighting(NamedTuple):
     reads_gram: whether ``weigh`` reads ``stats.gram`` (False for loss-level
       weightings, which then also work from one backward pass).
     reads_losses: whether ``weigh`` needs ``stats.losses``.
+    specific_weights: None (every task-specific leaf gets its own task's
+      gradient as is), or ``specific_weights(stats, state) -> [T]``, called
+      with what ``weigh`` gets: task ``t``'s task-specific leaves get
+      ``specific_weights[t] · g_t`` (e.g. IMTL-L's loss scales ``e^{s_t}``).
   """
   weigh: Callable[[TaskStats, Any], tuple[jax.Array, Any]]
   init: Callable[[int], Any] = _no_state
   name: str = 'weighting'
   reads_gram: bool = True
   reads_losses: bool = False
+  specific_weights: Callable[[TaskStats, Any], jax.Array] | None = None
 
 
 class BalancerState(NamedTuple):
@@ -200,6 +205,28 @@ def task_vector(method: str, name: str, value: Any, num_tasks: int,
     raise ValueError(f'{method}: {name} has shape {vector.shape}, but there '
                      f'are {num_tasks} tasks; expected ({num_tasks},).')
   return vector
+
+
+def preference_vector(name: str, preference: Any) -> Callable[[int], Any]:
+  """``num_tasks -> [T] float32`` preference, None for the method's default.
+
+  ``preference`` is None or anything that broadcasts to ``[T]``; the shape is
+  checked when the returned function first sees T (a weighting's ``init``).
+  """
+  if preference is not None:
+    preference = jnp.asarray(preference, jnp.float32)
+
+  def preference_for(num_tasks: int):
+    if preference is None:
+      return None
+    try:
+      return jnp.broadcast_to(preference, (num_tasks,))
+    except ValueError:
+      raise ValueError(
+          f'{name}: preference has shape {preference.shape}, which does not '
+          f'broadcast to ({num_tasks},).') from None
+
+  return preference_for
 
 
 # --------------------------------------------------------------------------
@@ -446,15 +473,19 @@ def balancer(
     else:
       gram = scale = None
       shared_finite = None
-    weights, weighting_state = weighting.weigh(
-        TaskStats(gram, scale, losses, num_tasks), state.weighting_state)
+    stats = TaskStats(gram, scale, losses, num_tasks)
+    weights, weighting_state = weighting.weigh(stats, state.weighting_state)
+    if weighting.specific_weights is None:
+      specific_weights = jnp.ones([num_tasks], jnp.float32)
+    else:
+      specific_weights = weighting.specific_weights(
+          stats, state.weighting_state)
     finite = inputs_finite if shared_finite is None else (
         inputs_finite & shared_finite)
     # Poisoning the T weights makes every output non-finite for free.
     weights = jnp.where(finite, weights, jnp.nan)
     shared_updates = gramian_lib.weighted_sum(weights, shared)
-    specific_updates = gramian_lib.weighted_sum(
-        jnp.ones([num_tasks], jnp.float32), specific)
+    specific_updates = gramian_lib.weighted_sum(specific_weights, specific)
     if shared_finite is None:  # Leaves the Gramian did not see.
       finite = finite & numerics.all_finite(*shared_updates)
     return StepResult(shared_updates, specific_updates,

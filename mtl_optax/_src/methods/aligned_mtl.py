@@ -13,6 +13,7 @@ from mtl_optax._src.solvers import spectral
 def aligned_mtl(
     *,
     preference: Any = None,
+    scale_mode: str = 'min',
 ) -> base.Weighting:
   r"""Aligned-MTL: make the task gradients orthonormal-like, then combine them.
 
@@ -44,6 +45,13 @@ def aligned_mtl(
   unless ``preference`` is given (the authors' code sums, ``w = 1``, which
   multiplies the update by T).
 
+  ``scale_mode`` chooses ``σ²`` in ``B = σ V Λ^{-1/2} Vᵀ`` (TorchJD's option
+  of the same name): ``'min'`` the smallest kept eigenvalue (Algorithm 1,
+  default), ``'median'`` their lower median, ``'rmse'`` their mean (the
+  authors' code: ``σ`` is the root mean square of the singular values). It
+  sets the update's length only, never its direction; ``'min' <= 'median' <=
+  'rmse'``.
+
   Properties: permutation invariant and linear under scaling (``B`` depends
   on ratios of eigenvalues only). Not non-conflicting:
   ``g_t·d = σ_min (G^{1/2} w)_t`` can be negative.
@@ -51,6 +59,8 @@ def aligned_mtl(
   Args:
     preference: ``[T]`` task preferences ``w`` (default ``1/T`` each); a
       scalar or any shape that broadcasts to ``[T]``.
+    scale_mode: ``'min'``, ``'median'`` or ``'rmse'``: which statistic of the
+      kept eigenvalues of ``G`` gives ``σ²``.
 
   Returns:
     A stateless :class:`Weighting` of the Gramian.
@@ -63,25 +73,21 @@ def aligned_mtl(
     >>> tx.update(grads, tx.init(jnp.zeros(2)))[0]  # (1/2·1/2·2, 1/2·1·1)
     Array([0.5, 0.5], dtype=float32)
   """
-  if preference is not None:
-    preference = jnp.asarray(preference, jnp.float32)
+  base.check_choice('scale_mode', scale_mode, spectral.SCALE_MODES)
+  given_preference = base.preference_vector('aligned_mtl', preference)
 
   def preference_for(num_tasks):
-    if preference is None:
+    given = given_preference(num_tasks)
+    if given is None:
       return jnp.full([num_tasks], 1.0 / num_tasks, jnp.float32)
-    try:
-      return jnp.broadcast_to(preference, (num_tasks,))
-    except ValueError:
-      raise ValueError(
-          f'aligned_mtl: preference has shape {preference.shape}, which does '
-          f'not broadcast to ({num_tasks},).') from None
+    return given
 
   def init(num_tasks):
     preference_for(num_tasks)  # Checks the shape when the balancer is built.
     return optax.EmptyState()
 
   def weigh(stats, state):
-    return spectral.aligned_weights(stats.gram,
-                                    preference_for(stats.num_tasks)), state
+    return spectral.aligned_weights(
+        stats.gram, preference_for(stats.num_tasks), scale_mode), state
 
   return base.Weighting(weigh=weigh, init=init, name='aligned_mtl')

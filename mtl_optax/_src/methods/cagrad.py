@@ -61,7 +61,9 @@ def cagrad(
     c: radius of the ball around ``g_0``, relative to ``‖g_0‖``, >= 0. The
       paper uses 0.5 on its supervised benchmarks.
     rescale: ``'none'`` (the paper), ``'one_plus_c_squared'`` or
-      ``'one_plus_c'`` (divide ``d`` by ``1 + c²`` or ``1 + c``).
+      ``'one_plus_c'`` (divide ``d`` by ``1 + c²`` or ``1 + c``); LibMTL's
+      codes ``0``, ``1``, ``2`` name the same three. The default differs
+      from LibMTL's (1): the paper's Algorithm 1 does not rescale.
     max_iters: solver steps at most, a Python int >= 1.
     tol: relative duality gap at which the solver stops, > 0.
 
@@ -80,6 +82,8 @@ def cagrad(
     [0.7041, 0.5]
   """
   base.check_range('c', c, 0.0)
+  if not isinstance(rescale, bool) and rescale in (0, 1, 2):
+    rescale = RESCALES[rescale]  # LibMTL's rescale codes 0, 1, 2.
   base.check_choice('rescale', rescale, RESCALES)
   base.check_positive_int('max_iters', max_iters)
   base.check_range('tol', tol, 0.0, low_open=True)

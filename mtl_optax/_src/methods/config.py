@@ -1,17 +1,28 @@
 """ConFIG: the conflict-free direction with equal cosines to every gradient."""
 
+from typing import Any
+
 import jax
 import jax.numpy as jnp
+import optax
 
 from mtl_optax._src import base
 from mtl_optax._src import numerics
 from mtl_optax._src.solvers import spectral
 
 
-def config_weights(gram: jax.Array) -> jax.Array:
-  """Weights of ``(Σ_t g_t·ĝ_u) ĝ_u`` with ``g_u = U⁺ 1``, from the Gramian."""
-  # g_u = Σ_t c_t g_t, the least-norm vector with u_t·g_u = 1 for every t.
-  coefficients = spectral.equal_projection_coefficients(gram)
+def config_weights(gram: jax.Array,
+                   preference: jax.Array | None = None) -> jax.Array:
+  """Weights of ``(Σ_t g_t·ĝ_u) ĝ_u`` with ``g_u = U⁺ p``, from the Gramian."""
+  if preference is None:
+    # g_u = Σ_t c_t g_t, the least-norm vector with u_t·g_u = 1 for every t.
+    coefficients = spectral.equal_projection_coefficients(gram)
+  else:
+    # g_u = U⁺ p = Uᵀ Ĝ⁺ p, so c = D⁻¹ Ĝ⁺ p on the raw gradients.
+    cosines, norms = spectral.cosine_gram(gram)
+    coefficients = numerics.safe_div(
+        spectral.pinv_matvec(cosines, preference.astype(cosines.dtype)),
+        norms)
   gram_coefficients = gram @ coefficients
   # ‖g_u‖² = cᵀGc and Σ_t g_t·g_u = Σ_t (Gc)_t; the update is
   # (Σ_t g_t·g_u / ‖g_u‖²) g_u, its length the sum of the projections.
@@ -20,7 +31,7 @@ def config_weights(gram: jax.Array) -> jax.Array:
   return coefficients * length
 
 
-def config() -> base.Weighting:
+def config(*, preference: Any = None) -> base.Weighting:
   r"""ConFIG: a direction with the same cosine to every task gradient.
 
   Liu et al., "ConFIG: Towards Conflict-free Training of Physics Informed
@@ -38,8 +49,12 @@ def config() -> base.Weighting:
   rank threshold of :mod:`spectral` (eigenvalues at most ``1e-5 λ_max`` of
   ``Ĝ`` count as zero).
 
-  Decisions: equal task weights (the paper's default; its momentum variant
-  M-ConFIG is not included). A zero gradient gets ``w_t = 0``; all-zero
+  ``preference`` (TorchJD's ``pref_vector``) sets the projections the
+  direction aims for: ``g_u = U⁺ p``, so ``u_t·g_u ∝ p_t`` (for independent
+  gradients); the length stays the unweighted sum of the projections.
+
+  Decisions: equal task weights ``p = 1`` by default (the paper's default;
+  its momentum variant M-ConFIG is not included). A zero gradient gets ``w_t = 0``; all-zero
   gradients give zero weights.
 
   Properties: permutation invariant, linear under scaling. Non-conflicting
@@ -47,6 +62,9 @@ def config() -> base.Weighting:
   ``g_t·d = ‖g_t‖ · Σ_s ‖g_s‖ / ‖g_u‖² > 0``); with dependent gradients
   ``U⁺ 1`` only fits ``1`` in the least-squares sense and a task can be in
   conflict (e.g. three collinear gradients, one reversed).
+
+  Args:
+    preference: ``[T]`` target projections ``p`` (default ``1`` each).
 
   Returns:
     A stateless :class:`Weighting` of the Gramian.
@@ -59,7 +77,16 @@ def config() -> base.Weighting:
     >>> tx.update(grads, tx.init(jnp.zeros(2)))[0]  # length (1 + 3)/√2
     Array([2., 2.], dtype=float32)
   """
-  def weigh(stats, state):
-    return config_weights(stats.gram), state
+  preference_for = base.preference_vector('config', preference)
 
-  return base.Weighting(weigh=weigh, name='config')
+  def init(num_tasks):
+    preference_for(num_tasks)  # Checks the shape when the balancer is built.
+    return optax.EmptyState()
+
+  def weigh(stats, state):
+    return config_weights(
+        stats.gram,
+        None if preference is None else preference_for(stats.num_tasks)
+    ), state
+
+  return base.Weighting(weigh=weigh, init=init, name='config')

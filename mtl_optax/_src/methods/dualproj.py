@@ -1,17 +1,23 @@
 """DualProj: the mean gradient projected onto the dual cone of the task gradients."""
 
+from typing import Any
+
 import jax
 import jax.numpy as jnp
+import optax
 
 from mtl_optax._src import base
 from mtl_optax._src.solvers import dual_cone
 
 
-def dualproj_weights(gram: jax.Array, reg_eps, max_iters: int) -> jax.Array:
-  """``argmin_{v >= 1/T} vᵀ A v``: the projected mean, as weights."""
+def dualproj_weights(gram: jax.Array, reg_eps, max_iters: int,
+                     preference: jax.Array | None = None) -> jax.Array:
+  """``argmin_{v >= p} vᵀ A v``: the projected ``Jᵀp``, as weights."""
   num_tasks = gram.shape[0]
   matrix = dual_cone.normalised_gram(gram, reg_eps)
-  lower = jnp.full([num_tasks], 1.0 / num_tasks, jnp.float32)
+  if preference is None:
+    preference = jnp.full([num_tasks], 1.0 / num_tasks, jnp.float32)
+  lower = preference.astype(jnp.float32)
   return dual_cone.project(matrix, lower, max_iters).weights
 
 
@@ -19,6 +25,7 @@ def dualproj(
     *,
     reg_eps: float = 1e-4,
     max_iters: int | None = None,
+    preference: Any = None,
 ) -> base.Weighting:
   r"""Projects the mean task gradient onto the dual cone of the task gradients.
 
@@ -37,13 +44,19 @@ def dualproj(
   ``>= 0``; set ``reg_eps=0`` for the exact projection (a floor of 1e-7
   remains, see :mod:`dual_cone`). All-zero gradients give ``w = 1/T``.
 
+  ``preference`` (TorchJD's ``pref_vector``) replaces the mean by
+  ``Jᵀp``: ``d = π(Jᵀp)``, ``w = argmin_{v >= p} vᵀ G v``.
+
   Properties: non-conflicting (up to the regulariser above), permutation
-  invariant, linear under scaling; every ``w_t >= 1/T``.
+  invariant (with the default preference), linear under scaling; every
+  ``w_t >= p_t`` (``1/T`` by default).
 
   Args:
     reg_eps: >= 0, ridge added to the trace-normalised Gramian.
     max_iters: Python int >= 1, the solver's iteration cap; default
       ``4 T + 10``.
+    preference: ``[T]`` combination ``p`` of the gradients to project
+      (default ``1/T`` each, the mean; TorchJD's default ``pref_vector``).
 
   Returns:
     A stateless :class:`Weighting` of the Gramian.
@@ -61,8 +74,15 @@ def dualproj(
   if max_iters is not None:
     base.check_positive_int('max_iters', max_iters)
 
+  preference_for = base.preference_vector('dualproj', preference)
+
+  def init(num_tasks):
+    preference_for(num_tasks)  # Checks the shape when the balancer is built.
+    return optax.EmptyState()
+
   def weigh(stats, state):
     iterations = max_iters or dual_cone.default_max_iters(stats.num_tasks)
-    return dualproj_weights(stats.gram, reg_eps, iterations), state
+    return dualproj_weights(stats.gram, reg_eps, iterations,
+                            preference_for(stats.num_tasks)), state
 
-  return base.Weighting(weigh=weigh, name='dualproj')
+  return base.Weighting(weigh=weigh, init=init, name='dualproj')

@@ -1,9 +1,10 @@
 """GradDrop: per coordinate, keep the positive or the negative gradients."""
 
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from mtl_optax._src import base
@@ -15,7 +16,8 @@ class GradDropState(NamedTuple):
   key: jax.Array  # shape=[2], dtype=uint32; a raw PRNG key, split every step
 
 
-def _drop_leaf(leaf: jax.Array, key: jax.Array, leak):
+def _drop_leaf(leaf: jax.Array, key: jax.Array, leak: jax.Array,
+               purity_fn: Callable[[jax.Array], jax.Array] | None):
   """``(update, kept², total²)`` of one shared leaf, in float32.
 
   ``kept²`` and ``total²`` are per-task sums of squares of the kept and of
@@ -26,11 +28,15 @@ def _drop_leaf(leaf: jax.Array, key: jax.Array, leak):
   total = jnp.sum(grads, axis=0)
   magnitude = jnp.sum(jnp.abs(grads), axis=0)
   purity = 0.5 * (1.0 + numerics.safe_div(total, magnitude))  # Eq. 1, P.
+  if purity_fn is not None:
+    purity = jnp.asarray(purity_fn(purity), jnp.float32)  # f(P).
   draw = jax.random.uniform(key, total.shape, jnp.float32)
   keep_positive = purity > draw  # One draw per coordinate, for every task.
   mask = jnp.where(keep_positive, grads > 0, grads < 0)  # M_t.
   kept = jnp.where(mask, grads, 0.0)
-  update = leak * total + (1.0 - leak) * jnp.sum(kept, axis=0)
+  # Σ_t (ℓ_t + (1 − ℓ_t) M_t) g_t, with one leak per task.
+  rows = leak.reshape((-1,) + (1,) * (grads.ndim - 1))
+  update = jnp.sum(rows * grads + (1.0 - rows) * kept, axis=0)
   largest = jnp.max(jnp.abs(grads))
   unit = numerics.safe_div(1.0, largest, 1.0)
   # Summed over every axis but the task axis; no reshape, which would need an
@@ -56,8 +62,9 @@ def _kept_shares(kept_squares, total_squares, largests):
 def graddrop(
     num_tasks: int,
     *,
-    leak: float = 0.0,
+    leak: Any = 0.0,
     key: Any = 0,
+    purity_fn: Callable[[jax.Array], jax.Array] | None = None,
     task_specific: base.TaskSpecific = None,
 ) -> optax.GradientTransformationExtraArgs:
   r"""Keeps, coordinate by coordinate, only the gradients of one sign.
@@ -72,8 +79,12 @@ def graddrop(
   is the chance of keeping the positive entries: with one uniform draw
   ``U`` per coordinate, shared by all tasks, the mask of task ``t`` is
   ``M_t = 1[P > U] 1[g_t > 0] + 1[P < U] 1[g_t < 0]``. The update is
-  ``Σ_t (ℓ + (1 − ℓ) M_t) g_t`` with the leak ``ℓ`` (0 in the paper's main
-  experiments: full GradDrop; 1 is the plain sum). A coordinate where every
+  ``Σ_t (ℓ_t + (1 − ℓ_t) M_t) g_t`` with the leak ``ℓ_t`` of task ``t`` (0
+  in the paper's main experiments: full GradDrop; 1 is the plain sum; one
+  value or one per task, as TorchJD's ``leak`` tensor). ``purity_fn`` is
+  the paper's ``f`` (TorchJD's ``f``), applied to ``P`` before the draw:
+  ``M_t = 1[f(P) > U] 1[g_t > 0] + 1[f(P) < U] 1[g_t < 0]``; it should
+  increase monotonically and map [0, 1] to [0, 1] (default: the identity). A coordinate where every
   gradient is 0 has ``P = ½`` and stays 0.
 
   GradDrop is not a weighting of the Gramian: it acts per coordinate, so it
@@ -89,13 +100,18 @@ def graddrop(
   ``weights[t]`` is the share of task ``t``'s squared gradient norm that
   survives, ``ℓ + (1 − ℓ) ‖M_t g_t‖² / ‖g_t‖²`` (1 for a zero gradient):
   the coefficient that best explains the task's masked gradient by its raw
-  one. It is a diagnostic; the update is not ``Σ_t w_t g_t``. The key is
+  one. ``purity_fn`` is a Python callable traced into the update (it must
+  be a jnp function of an array); being no number, it is a static argument
+  for ``optax.inject_hyperparams``, which can still inject ``leak``. It is a diagnostic; the update is not ``Σ_t w_t g_t``. The key is
   split at every update; a non-finite update keeps the old key.
 
   Args:
     num_tasks: T.
-    leak: ``ℓ`` in [0, 1], the share of every gradient kept unmasked.
+    leak: ``ℓ`` in [0, 1], the share of every gradient kept unmasked: a
+      number, or a ``[T]`` array of one leak per task.
     key: a PRNG key (raw ``uint32[2]`` or typed) or an int seed.
+    purity_fn: ``f``, a monotonically increasing jnp function applied
+      elementwise to the purity ``P`` (None: the identity).
     task_specific: leaves that belong to one task (see :func:`balancer`).
 
   Returns:
@@ -111,8 +127,19 @@ def graddrop(
     >>> updates[0], updates[2]  # P = 1 and P = 0: nothing to drop there.
     (Array(4., dtype=float32), Array(-1., dtype=float32))
   """
-  base.check_range('leak', leak, 0.0, 1.0)
   name = 'graddrop'
+  base.check_num_tasks(num_tasks)
+  if purity_fn is not None and not callable(purity_fn):
+    raise ValueError(f'purity_fn must be callable or None, got {purity_fn!r}.')
+  if isinstance(leak, jax.core.Tracer) or jnp.ndim(leak) == 0:
+    base.check_range('leak', leak, 0.0, 1.0)
+  else:
+    leak_array = np.asarray(leak, np.float64)
+    if leak_array.shape != (num_tasks,):
+      raise ValueError(f'leak must be a number or a [{num_tasks}] array, got '
+                       f'shape {leak_array.shape}.')
+    if not np.all((leak_array >= 0) & (leak_array <= 1)):
+      raise ValueError(f'leak must be in [0, 1], got {leak_array.tolist()}.')
 
   def init(shared_params):
     del shared_params
@@ -126,10 +153,11 @@ def graddrop(
                        'balance.')
     next_key, draw_key = jax.random.split(state.key)
     leaf_keys = jax.random.split(draw_key, len(shared))
-    dropped = [_drop_leaf(leaf, leaf_key, leak)
+    leaks = jnp.broadcast_to(jnp.asarray(leak, jnp.float32), (num_tasks,))
+    dropped = [_drop_leaf(leaf, leaf_key, leaks, purity_fn)
                for leaf, leaf_key in zip(shared, leaf_keys)]
     updates, kept_squares, total_squares, largests = zip(*dropped)
-    weights = leak + (1.0 - leak) * _kept_shares(
+    weights = leaks + (1.0 - leaks) * _kept_shares(
         kept_squares, total_squares, largests)
     finite = inputs_finite & numerics.all_finite(*shared)
     # A NaN in every entry, so that optax.apply_if_finite skips the step.

@@ -5,9 +5,13 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 from jax import lax
+import optax
 
 from mtl_optax._src import base
+from mtl_optax._src import gramian as gramian_lib
 from mtl_optax._src import numerics
+
+GROUPS = ('whole', 'leaf')
 
 
 class GradVacState(NamedTuple):
@@ -59,6 +63,28 @@ def _vaccinate_one_task(task, order, gram, targets, beta):
   return coefficients, targets
 
 
+def _task_orders(key: jax.Array, num_tasks: int):
+  """``(next_key, orders)``: for every task, a random order of all tasks."""
+  next_key, order_key = jax.random.split(key)
+  orders = jax.vmap(lambda k: jax.random.permutation(k, num_tasks))(
+      jax.random.split(order_key, num_tasks))
+  return next_key, orders
+
+
+def vaccinate(gram: jax.Array, targets: jax.Array, orders: jax.Array,
+              beta) -> tuple[jax.Array, jax.Array]:
+  """``(weights, targets)`` of one GradVac step on one Gramian.
+
+  ``orders[i]`` is the order in which task ``i`` visits the others; the
+  weights are ``w_k = Σ_i a_ik`` (``d = Σ_i g'_i = Σ_k w_k g_k``).
+  """
+  num_tasks = gram.shape[0]
+  coefficients, targets = jax.vmap(
+      _vaccinate_one_task, in_axes=(0, 0, None, 0, None))(
+          jnp.arange(num_tasks), orders, gram, targets, beta)
+  return jnp.sum(coefficients, axis=0), targets
+
+
 def gradvac(
     *,
     beta: float = 0.01,
@@ -86,8 +112,11 @@ def gradvac(
   ``g'_i``. No modified copy of the gradients is ever formed.
 
   **Decisions.** The paper applies the procedure per layer (one target per
-  layer and pair); here it acts on the whole shared parameter vector (one
-  target per pair, LibMTL's ``whole_model`` granularity). ``φ̂`` starts at 0
+  layer and pair); this weighting acts on the whole shared parameter vector
+  (one target per pair, LibMTL's ``whole_model`` granularity), since it sees
+  one Gramian. The factory ``mtl.gradvac(T, ..., group='leaf')`` keeps one
+  target per parameter leaf and pair (LibMTL's ``all_matrix``), see
+  :func:`gradvac_balancer`. ``φ̂`` starts at 0
   and the EMA is updated for every visited pair, whether or not the
   gradient was modified, with the cosine measured before the modification.
   A pair involving a zero-norm gradient is skipped and its target kept. The
@@ -124,14 +153,119 @@ def gradvac(
 
   def weigh(stats, state):
     # The cosines and ‖g'_i‖/‖g_j‖ do not depend on the scale.
-    num_tasks = stats.num_tasks
-    next_key, order_key = jax.random.split(state.key)
-    orders = jax.vmap(lambda k: jax.random.permutation(k, num_tasks))(
-        jax.random.split(order_key, num_tasks))
-    coefficients, targets = jax.vmap(
-        _vaccinate_one_task, in_axes=(0, 0, None, 0, None))(
-            jnp.arange(num_tasks), orders, stats.gram, state.targets, beta)
-    weights = jnp.sum(coefficients, axis=0)  # d = Σ_i g'_i = Σ_k w_k g_k.
+    next_key, orders = _task_orders(state.key, stats.num_tasks)
+    weights, targets = vaccinate(stats.gram, state.targets, orders, beta)
     return weights, state._replace(targets=targets, key=next_key)
 
   return base.Weighting(weigh=weigh, init=init, name='gradvac')
+
+
+def gradvac_balancer(
+    num_tasks: int,
+    *,
+    beta: float = 0.01,
+    key: Any = 0,
+    group: str = 'whole',
+    task_specific: base.TaskSpecific = None,
+) -> optax.GradientTransformationExtraArgs:
+  r"""The GradVac balancer, with one target per pair or per leaf and pair.
+
+  ``group='whole'`` (default) is ``balancer(num_tasks,
+  weightings.gradvac(beta=beta, key=key), task_specific=task_specific)``:
+  the procedure of :func:`mtl_optax.weightings.gradvac` on the whole shared
+  parameter vector.
+
+  ``group='leaf'`` runs the same procedure on every shared parameter leaf
+  separately, with its own targets ``φ̂^{(l)}_ij``, closer to the paper's
+  per-layer targets (§3; LibMTL's ``GradVac_group_type=2``, ``all_matrix``:
+  one group per parameter tensor). The leaves are disjoint blocks of the
+  parameter vector, so each leaf's modified gradients ``g'^{(l)}_i`` are
+  combinations of that leaf's raw gradients, computed from the leaf's own
+  T x T Gramian; the update of leaf ``l`` is ``Σ_k w^{(l)}_k g^{(l)}_k``.
+  Every leaf uses the same random task orders (as LibMTL, which loops over
+  the groups inside each pair), so one leaf gives exactly ``'whole'``.
+
+  **Decisions.** Per-leaf weights are not one weighting of one Gramian, so
+  ``'leaf'`` is its own transformation on the skeleton every balancer uses
+  (:func:`task_transformation`), with state ``BalancerState(weights,
+  GradVacState(targets [L, T, T], key))`` for L shared leaves; ``init``
+  needs the params (to count L). ``weights`` is the mean of the leaves'
+  weights, a diagnostic: the update is not ``Σ_t w_t g_t``. LibMTL's
+  ``all_layer`` (a module's weight and bias together) is not offered: a
+  leaf is the unit a pytree of parameters names without a layer
+  convention. Costs L Gramians of T x T (the same T x P work as one) and L
+  runs of the O(T³) procedure.
+
+  Args:
+    num_tasks: T.
+    beta: EMA rate of the targets, in [0, 1].
+    key: a PRNG key (raw ``uint32[2]`` or typed) or an int seed.
+    group: ``'whole'`` or ``'leaf'``.
+    task_specific: leaves that belong to one task (see :func:`balancer`);
+      they get their own task's gradient and no targets.
+
+  Returns:
+    An ``optax.GradientTransformationExtraArgs`` with a
+    :class:`BalancerState`.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> import mtl_optax as mtl
+    >>> tx = mtl.gradvac(2, group='leaf')
+    >>> grads = {'a': jnp.array([[1.0, 0.0], [-1.0, 1.0]]),
+    ...          'b': jnp.array([[1.0], [2.0]])}
+    >>> updates, state = tx.update(grads, tx.init({'a': jnp.zeros(2),
+    ...                                            'b': jnp.zeros(1)}))
+    >>> updates['a'], updates['b']  # PCGrad on 'a', no conflict on 'b'.
+    (Array([0.5, 1.5], dtype=float32), Array([3.], dtype=float32))
+  """
+  base.check_choice('group', group, GROUPS)
+  if group == 'whole':
+    return base.balancer(num_tasks, gradvac(beta=beta, key=key),
+                         task_specific=task_specific)
+  base.check_num_tasks(num_tasks)
+  base.check_range('beta', beta, 0.0, 1.0)
+  name = 'gradvac'
+
+  def init(shared_params):
+    return base.BalancerState(
+        weights=jnp.zeros([num_tasks], jnp.float32),
+        weighting_state=GradVacState(
+            targets=jnp.zeros([len(shared_params), num_tasks, num_tasks],
+                              jnp.float32),
+            key=numerics.as_raw_key(key)))
+
+  def step(shared, specific, losses, state, inputs_finite):
+    del losses  # Not used, but a non-finite one marks a bad step.
+    if not shared:
+      raise ValueError(f'{name}: every leaf is task-specific; nothing to '
+                       'balance.')
+    targets = state.weighting_state.targets
+    if targets.shape[0] != len(shared):
+      raise ValueError(
+          f'{name}: the state holds targets for {targets.shape[0]} shared '
+          f'leaves, but the gradients have {len(shared)}; call init with '
+          'the params.')
+    # Per leaf: the cosines and norm ratios ignore each Gramian's scale.
+    grams, scales = zip(*[gramian_lib.gramian([leaf]) for leaf in shared])
+    grams = jnp.stack(grams)
+    finite = inputs_finite & numerics.all_finite(grams, jnp.stack(scales))
+    next_key, orders = _task_orders(state.weighting_state.key, num_tasks)
+    weights, targets = jax.vmap(vaccinate, in_axes=(0, 0, None, None))(
+        grams, targets, orders, beta)
+    weights = jnp.where(finite, weights, jnp.nan)
+    shared_updates = [gramian_lib.weighted_sum(leaf_weights, [leaf])[0]
+                      for leaf_weights, leaf in zip(weights, shared)]
+    specific_updates = gramian_lib.weighted_sum(
+        jnp.ones([num_tasks], jnp.float32), specific)
+    return base.StepResult(
+        shared_updates, specific_updates,
+        base.BalancerState(jnp.mean(weights, axis=0),
+                           GradVacState(targets=targets, key=next_key)),
+        finite)
+
+  return base.task_transformation(num_tasks, name, init, step,
+                                  task_specific=task_specific)
+
+
+gradvac_balancer.__name__ = gradvac_balancer.__qualname__ = 'gradvac'

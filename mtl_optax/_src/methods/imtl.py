@@ -45,6 +45,7 @@ def imtl(
     optimizer: optax.GradientTransformation | None = None,
     learning_rate: float = 1e-2,
     loss_floor: float = 1e-8,
+    scale_task_specific: bool = False,
 ) -> base.Weighting:
   r"""Impartial multi-task learning: IMTL-G, IMTL-L or the hybrid IMTL.
 
@@ -76,9 +77,15 @@ def imtl(
   growing without bound. IMTL-G's ``α`` is undefined when the equal-projection
   direction is orthogonal to the constraint ``Σ α = 1``
   (``|Σ c| ≤ 1e-6 Σ |c|``): the weights are then zero (no update). A zero
-  gradient gets ``α_t = 0``. The paper also scales the task-specific
-  parameters' gradients by ``e^{s_t}``; here task-specific leaves get their
-  own task's raw gradient, as for every method of the library.
+  gradient gets ``α_t = 0``. The paper trains every parameter on the
+  scaled loss ``e^{s_t} L_t − s_t``, so a task-specific parameter (a head)
+  steps along ``e^{s_t} ∇L_t``: ``scale_task_specific=True`` does this
+  (IMTL-L and hybrid), through :class:`Weighting`'s ``specific_weights``
+  hook, with the same ``s`` as the shared weights. The default, False,
+  gives task-specific leaves their own task's raw gradient, as every
+  method of the library does (and as earlier versions did). On the
+  one-backward loss path (``'loss'`` mode, differentiating
+  ``Σ_t w_t L_t``) the heads are always scaled by ``w_t = e^{s_t}``.
 
   Properties (IMTL-G and hybrid at a given ``s``): permutation invariant and
   linear under scaling. Not non-conflicting in general: ``d·g_t`` has the
@@ -91,6 +98,8 @@ def imtl(
       Default: ``optax.adam(learning_rate)``, as for uncertainty weighting.
     learning_rate: > 0, used by the default optimizer only.
     loss_floor: > 0, smallest loss used in the gradient of ``s``.
+    scale_task_specific: whether task-specific leaves get ``e^{s_t} g_t``
+      (the paper) instead of ``g_t``; IMTL-L and hybrid only.
 
   Returns:
     A :class:`Weighting`: for ``'gradient'``, stateless and reading the
@@ -110,6 +119,12 @@ def imtl(
   base.check_range('learning_rate', learning_rate, 0.0, low_open=True)
   base.check_range('loss_floor', loss_floor, 0.0, low_open=True)
 
+  if scale_task_specific not in (False, True):
+    raise ValueError('scale_task_specific must be a bool, got '
+                     f'{scale_task_specific!r}.')
+  if mode == 'gradient' and scale_task_specific:
+    raise ValueError("scale_task_specific needs the loss scales of mode='loss'"
+                     " or 'hybrid'; mode='gradient' has none.")
   if mode == 'gradient':
 
     def weigh_gradients(stats, state):
@@ -145,5 +160,11 @@ def imtl(
     return weights, state._replace(log_scales=log_scales,
                                    optimizer_state=optimizer_state)
 
-  return base.Weighting(weigh=weigh, init=init, name='imtl',
-                        reads_gram=mode == 'hybrid', reads_losses=True)
+  def specific_weights(stats, state):
+    del stats
+    return jnp.exp(state.log_scales)  # The heads' loss scale e^{s_t}.
+
+  return base.Weighting(
+      weigh=weigh, init=init, name='imtl', reads_gram=mode == 'hybrid',
+      reads_losses=True,
+      specific_weights=specific_weights if scale_task_specific else None)

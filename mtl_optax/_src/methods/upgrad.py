@@ -1,17 +1,23 @@
 """UPGrad: the average of every task gradient projected onto the dual cone."""
 
+from typing import Any
+
 import jax
 import jax.numpy as jnp
+import optax
 
 from mtl_optax._src import base
 from mtl_optax._src.solvers import dual_cone
 
 
-def upgrad_weights(gram: jax.Array, reg_eps, max_iters: int) -> jax.Array:
-  """``Σ_i v_i`` with ``v_i = argmin_{v >= e_i/T} vᵀ A v`` (one solve per task)."""
+def upgrad_weights(gram: jax.Array, reg_eps, max_iters: int,
+                   preference: jax.Array | None = None) -> jax.Array:
+  """``Σ_i v_i`` with ``v_i = argmin_{v >= p_i e_i} vᵀ A v`` (one per task)."""
   num_tasks = gram.shape[0]
   matrix = dual_cone.normalised_gram(gram, reg_eps)
-  lowers = jnp.eye(num_tasks, dtype=jnp.float32) / num_tasks
+  if preference is None:
+    preference = jnp.full([num_tasks], 1.0 / num_tasks, jnp.float32)
+  lowers = jnp.diag(preference.astype(jnp.float32))
   solutions = dual_cone.project_each(matrix, lowers, max_iters)
   return jnp.sum(solutions.weights, axis=0)
 
@@ -20,6 +26,7 @@ def upgrad(
     *,
     reg_eps: float = 1e-4,
     max_iters: int | None = None,
+    preference: Any = None,
 ) -> base.Weighting:
   r"""Unconflicting Projection of Gradients: mean of the projected gradients.
 
@@ -43,13 +50,21 @@ def upgrad(
   ``reg_eps=0`` for the exact projection (a floor of 1e-7 remains, see
   :mod:`dual_cone`). All-zero gradients give ``w = 1/T`` (a zero update).
 
+  ``preference`` (TorchJD's ``pref_vector``) replaces the ``1/T`` weighting
+  of the projected gradients by ``p``: ``d = Σ_i π(p_i g_i)``, i.e.
+  ``v_i = argmin_{v >= p_i e_i} vᵀ G v``. Any sign is allowed; every
+  projection lies in the dual cone, so ``d`` stays non-conflicting.
+
   Properties: non-conflicting (up to the regulariser above), permutation
-  invariant, linear under scaling; every ``w_t >= 1/T``.
+  invariant (with the default preference), linear under scaling; every
+  ``w_t >= p_t`` (``1/T`` by default).
 
   Args:
     reg_eps: >= 0, ridge added to the trace-normalised Gramian.
     max_iters: Python int >= 1, the solver's iteration cap; default
       ``4 T + 10`` (it needs about T/2 + 2 on random problems).
+    preference: ``[T]`` weights ``p`` of the projected gradients (default
+      ``1/T`` each, TorchJD's default ``pref_vector``).
 
   Returns:
     A stateless :class:`Weighting` of the Gramian.
@@ -66,8 +81,15 @@ def upgrad(
   if max_iters is not None:
     base.check_positive_int('max_iters', max_iters)
 
+  preference_for = base.preference_vector('upgrad', preference)
+
+  def init(num_tasks):
+    preference_for(num_tasks)  # Checks the shape when the balancer is built.
+    return optax.EmptyState()
+
   def weigh(stats, state):
     iterations = max_iters or dual_cone.default_max_iters(stats.num_tasks)
-    return upgrad_weights(stats.gram, reg_eps, iterations), state
+    return upgrad_weights(stats.gram, reg_eps, iterations,
+                          preference_for(stats.num_tasks)), state
 
-  return base.Weighting(weigh=weigh, name='upgrad')
+  return base.Weighting(weigh=weigh, init=init, name='upgrad')

@@ -59,7 +59,33 @@ def equal_projection_coefficients(gram: jax.Array) -> jax.Array:
   return numerics.safe_div(unit_coefficients, norms)
 
 
-def aligned_weights(gram: jax.Array, preference: jax.Array) -> jax.Array:
+SCALE_MODES = ('min', 'median', 'rmse')
+
+
+def balance_scale(eigenvalues: jax.Array, kept: jax.Array,
+                  scale_mode: str = 'min') -> jax.Array:
+  """``σ²`` of ``B = σ V Λ^{-1/2} Vᵀ``: a statistic of the kept eigenvalues.
+
+  ``'min'``: the smallest (Algorithm 1, ``σ_min²``); ``'median'``: the lower
+  median (``torch.median``'s convention: the smaller middle value for an even
+  count); ``'rmse'``: the mean, so that ``σ`` is the root mean square of the
+  kept singular values (the authors' code). 0 when nothing is kept.
+  """
+  count = jnp.sum(kept)
+  # Kept eigenvalues first, ascending; the others are pushed to the end.
+  ascending = jnp.sort(jnp.where(kept, eigenvalues, jnp.inf))
+  if scale_mode == 'min':
+    scale = ascending[0]
+  elif scale_mode == 'median':
+    scale = ascending[jnp.maximum(count - 1, 0) // 2]
+  else:  # 'rmse'
+    total = jnp.sum(jnp.where(kept, eigenvalues, 0.0))
+    scale = numerics.safe_div(total, count.astype(eigenvalues.dtype))
+  return jnp.where(count > 0, scale, 0.0)
+
+
+def aligned_weights(gram: jax.Array, preference: jax.Array,
+                    scale_mode: str = 'min') -> jax.Array:
   """Aligned-MTL's ``B w = σ_min G^{-1/2} w`` on the numerical range of ``G``.
 
   Senushkin et al. (CVPR 2023), Algorithm 1, with ``G = V Λ Vᵀ``:
@@ -70,6 +96,8 @@ def aligned_weights(gram: jax.Array, preference: jax.Array) -> jax.Array:
   Args:
     gram: ``[T, T]`` Gramian.
     preference: ``[T]`` task preferences ``w``.
+    scale_mode: which statistic of the kept eigenvalues is ``σ²`` (see
+      :func:`balance_scale`).
 
   Returns:
     ``[T]`` weights ``B w`` on the raw gradients (0 if ``G = 0``).
@@ -80,9 +108,9 @@ def aligned_weights(gram: jax.Array, preference: jax.Array) -> jax.Array:
   eigenvalues, eigenvectors = jnp.linalg.eigh(gram)  # Ascending.
   positions = jnp.arange(gram.shape[0])
   kept = (positions >= gram.shape[0] - rank) & (eigenvalues > 0)
-  smallest = jnp.min(jnp.where(kept, eigenvalues, jnp.inf))
+  scale = balance_scale(eigenvalues, kept, scale_mode)
   safe_eigenvalues = jnp.where(kept, eigenvalues, 1.0)
-  # Alg. 1: B = σ_min V Λ^{-1/2} Vᵀ, restricted to the kept eigenvalues.
-  ratios = jnp.where(kept, jnp.sqrt(smallest / safe_eigenvalues), 0.0)
+  # Alg. 1: B = σ V Λ^{-1/2} Vᵀ, restricted to the kept eigenvalues.
+  ratios = jnp.where(kept, jnp.sqrt(scale / safe_eigenvalues), 0.0)
   balance = (eigenvectors * ratios) @ eigenvectors.T
   return balance @ preference.astype(balance.dtype)
