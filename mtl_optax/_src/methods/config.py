@@ -8,6 +8,7 @@ import optax
 
 from mtl_optax._src import base
 from mtl_optax._src import numerics
+from mtl_optax._src.solvers import scaling
 from mtl_optax._src.solvers import spectral
 
 
@@ -19,7 +20,7 @@ def config_weights(gram: jax.Array,
     coefficients = spectral.equal_projection_coefficients(gram)
   else:
     # g_u = U⁺ p = Uᵀ Ĝ⁺ p, so c = D⁻¹ Ĝ⁺ p on the raw gradients.
-    cosines, norms = spectral.cosine_gram(gram)
+    cosines, norms = scaling.cosine_gram(gram)
     coefficients = numerics.safe_div(
         spectral.pinv_matvec(cosines, preference.astype(cosines.dtype)),
         norms)
