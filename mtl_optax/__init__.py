@@ -14,6 +14,9 @@ aligned_mtl = balancer_factory(weightings.aligned_mtl)
 cagrad = balancer_factory(weightings.cagrad)
 central_direction = balancer_factory(weightings.central_direction)
 config = balancer_factory(weightings.config)
+from mtl_optax._src.cross_batch import cross_balancer
+from mtl_optax._src.cross_batch import cross_balancer_factory
+from mtl_optax._src.cross_batch import cross_gramian
 from mtl_optax._src.methods.db_mtl import DBMTLState
 from mtl_optax._src.methods.db_mtl import db_mtl
 dualproj = balancer_factory(weightings.dualproj)
@@ -38,22 +41,31 @@ from mtl_optax._src.gramian import weighted_sum
 from mtl_optax._src.methods.imtl import IMTLState
 imtl = balancer_factory(weightings.imtl)
 from mtl_optax._src.methods.log_scaling import log_scaling
+krum = balancer_factory(weightings.krum)
 logse = balancer_factory(weightings.logse)
 max_norm_weighting = balancer_factory(weightings.max_norm_weighting)
 mgda = balancer_factory(weightings.mgda)
 from mtl_optax._src.mgda_ub import representation_balanced_grads
 from mtl_optax._src.min_norm import min_norm_weights
+from mtl_optax._src.methods.modo import MoDoState
+modo = cross_balancer_factory(weightings.modo)
 from mtl_optax._src.methods.nash_mtl import NashMTLState
 nash_mtl = balancer_factory(weightings.nash_mtl)
+from mtl_optax._src.methods.pcd import PCDState
+pcd = balancer_factory(weightings.pcd)
 from mtl_optax._src.methods.pcgrad import PCGradState
 pcgrad = balancer_factory(weightings.pcgrad)
 from mtl_optax._src.methods.rlw import RLWState
 rlw = balancer_factory(weightings.rlw)
+from mtl_optax._src.methods.sdmgrad import SDMGradState
+sdmgrad = cross_balancer_factory(weightings.sdmgrad)
 from mtl_optax._src.task_grads import value_and_task_grads
 from mtl_optax._src.engine import value_and_balanced_grad
 from mtl_optax._src.engine import value_and_gramian
 from mtl_optax._src.methods.task_tensioner import TaskTensionerState
 from mtl_optax._src.methods.task_tensioner import task_tensioner
+from mtl_optax._src.methods.trimmed_mean import TrimmedMeanState
+from mtl_optax._src.methods.trimmed_mean import trimmed_mean
 from mtl_optax._src.methods.uncertainty_weighting import UncertaintyWeightingState
 uncertainty_weighting = balancer_factory(weightings.uncertainty_weighting)
 upgrad = balancer_factory(weightings.upgrad)
