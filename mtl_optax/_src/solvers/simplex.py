@@ -13,8 +13,13 @@ def project_to_simplex(point: jax.Array) -> jax.Array:
   ``max(point − θ, 0)`` with ``θ`` that prefix's ``(Σ u_i − 1) / k``. The
   first entry always qualifies, so the support is never empty. Permuting
   ``point`` permutes the projection; ``point`` must be finite.
+
+  The projection does not change when a constant is added to every entry,
+  so the largest entry is first moved to 0: the arithmetic then works on
+  the gaps between entries, not on their (possibly huge) common offset.
   """
   num_tasks = point.shape[0]
+  point = point - jnp.max(point)
   descending = jnp.sort(point)[::-1]
   excess = jnp.cumsum(descending) - 1.0
   counts = jnp.arange(1, num_tasks + 1, dtype=point.dtype)
