@@ -43,7 +43,6 @@ def krum(
 
   Example:
     >>> import jax.numpy as jnp
-import optax
     >>> import mtl_optax as mtl
     >>> tx = mtl.krum(5, num_byzantine=1)
     >>> grads = jnp.array([[-4.0, 1, 1, 0], [6, 1, 1, 2], [1, -2, 0, 1],
