@@ -1,5 +1,6 @@
 """Trimmed mean: per coordinate, the mean without the extreme task values."""
 
+import math
 from typing import NamedTuple
 
 import jax
@@ -14,19 +15,35 @@ class TrimmedMeanState(NamedTuple):
   weights: jax.Array  # shape=[T], dtype=float32; share of g_t in the update
 
 
+def _unsharded_task_axis(values: jax.Array) -> jax.Array:
+  """``values`` with its task axis gathered on every device, if it is sharded.
+
+  A sort needs the whole task axis; on a mesh with Explicit axes the
+  resharding must be asked for (the parameter axes keep their sharding).
+  """
+  sharding = jax.typeof(values).sharding
+  if sharding.mesh.empty or not sharding.spec or sharding.spec[0] is None:
+    return values
+  return jax.sharding.reshard(values, jax.sharding.NamedSharding(
+      sharding.mesh, jax.sharding.PartitionSpec(None, *sharding.spec[1:])))
+
+
 def _trim_leaf(leaf: jax.Array, trim_number: int):
   """``(update, kept)`` of one shared leaf: its trimmed mean over the task
   axis (in float32) and, per task, how many of its entries were kept."""
   num_tasks = leaf.shape[0]
-  values = leaf.astype(jnp.float32)
-  # Ranks along the task axis (a stable sort: ties keep the task order).
-  order = jnp.argsort(values, axis=0, stable=True)
-  ranked = jnp.take_along_axis(values, order, axis=0)
-  kept_values = ranked[trim_number:num_tasks - trim_number]
-  update = jnp.mean(kept_values, axis=0)
-  kept_rows = order[trim_number:num_tasks - trim_number]
-  kept = jnp.zeros([num_tasks], jnp.float32).at[kept_rows.reshape(-1)].add(1.0)
-  return update.astype(leaf.dtype), kept
+  values = _unsharded_task_axis(leaf.astype(jnp.float32))
+  # Each entry's rank along the task axis (stable: ties keep the task
+  # order), as the inverse of the sorting permutation.
+  ranks = jnp.argsort(jnp.argsort(values, axis=0, stable=True), axis=0)
+  kept = (ranks >= trim_number) & (ranks < num_tasks - trim_number)
+  update = jnp.sum(jnp.where(kept, values, 0.0), axis=0) / (
+      num_tasks - 2 * trim_number)
+  # Summed over every axis but the task axis, without a reshape (which a
+  # sharded leaf would need an explicit output sharding for).
+  entry_axes = tuple(range(1, values.ndim))
+  counts = jnp.sum(kept.astype(jnp.float32), axis=entry_axes)
+  return update.astype(leaf.dtype), counts
 
 
 def trimmed_mean(
@@ -99,7 +116,7 @@ def trimmed_mean(
     trimmed = [_trim_leaf(leaf, trim_number) for leaf in shared]
     updates = [update for update, _ in trimmed]
     kept = sum(count for _, count in trimmed)
-    entries = sum(leaf[0].size for leaf in shared)
+    entries = sum(math.prod(leaf.shape[1:]) for leaf in shared)
     weights = kept / (entries * (num_tasks - 2 * trim_number))
     poison = jnp.where(finite, 1.0, jnp.nan)
     updates = [(update * poison).astype(update.dtype) for update in updates]
