@@ -11,8 +11,8 @@ the gradients, like :func:`mtl_optax.gramian`. :func:`cross_balancer` is
 :func:`mtl_optax.balancer` with two more gradient inputs:
 ``update(task_grads, state, params, *, task_losses=None, task_grads_2=None,
 task_grads_3=None)``; the weighting sees ``J₂ J₃ᵀ`` as
-``TaskStats.cross_gram`` and the update is ``Σ_t w_t`` (row t of
-``task_grads``). A batch that is not given is ``task_grads`` itself.
+``TaskStats.cross_gram`` and the update is ``Σ_t w_t g_t`` over the rows
+``g_t`` of ``task_grads``. A batch that is not given is ``task_grads`` itself.
 """
 
 from typing import Any

@@ -15,8 +15,8 @@ def krum(
   r"""Krum and Multi-Krum: average the gradients most surrounded by others.
 
   Blanchard, El Mhamdi, Guerraoui and Stainer, "Machine Learning with
-  Adversaries: Byzantine Tolerant Gradient Descent" (NeurIPS 2017), §4
-  (Krum) and §5 (Multi-Krum); TorchJD's ``Krum(n_byzantine, n_selected)``.
+  Adversaries: Byzantine Tolerant Gradient Descent" (NeurIPS 2017), Krum
+  and Multi-Krum; TorchJD's ``Krum(n_byzantine, n_selected)``.
   With ``f`` rows that may be adversarial, each gradient is scored by its
   distances to its ``T − f − 2`` nearest other gradients,
 
@@ -26,7 +26,7 @@ def krum(
   ``‖g_t − g_s‖² = G_tt + G_ss − 2 G_ts``. The ``m`` gradients with the
   lowest scores get weight ``1/m`` each (``m = 1``: Krum, the single most
   central gradient; ``m > 1``: Multi-Krum, their mean); the rest get 0. As
-  in TorchJD, the score sums distances (the paper's §4 sums their squares).
+  in TorchJD, the score sums distances (the paper sums their squares).
 
   **Decision:** ties (equal scores) go to the task with the lower index, so
   the weights are permutation-equivariant only when the scores differ.

@@ -31,8 +31,8 @@ def modo(
   gradient step per update, whose gradient ``J Jᵀ λ`` is estimated without
   bias from two independent batches (double sampling):
 
-  ``λ_{k+1} = Π_Δ(λ_k − γ (J₂ J₃ᵀ λ_k + ρ λ_k))``  (Algorithm 1, line 4),
-  ``d_k = J₁ᵀ λ_{k+1}``  (line 5),
+  ``λ_{k+1} = Π_Δ(λ_k − γ (J₂ J₃ᵀ λ_k + ρ λ_k))``,
+  ``d_k = J₁ᵀ λ_{k+1}``,
 
   with ``J₂``, ``J₃`` and ``J₁`` the task gradients of three independent
   batches, ``λ_0 = 1/T`` and ``Π_Δ`` the Euclidean projection onto the

@@ -15,11 +15,6 @@ class SDMGradState(NamedTuple):
   simplex_weights: jax.Array  # shape=[T], dtype=float32; w on the simplex
 
 
-def cross_term(stats: base.TaskStats) -> jax.Array:
-  """``J₂ J₃ᵀ`` (up to ``scale**2``), or the one-batch Gramian without it."""
-  return stats.gram if stats.cross_gram is None else stats.cross_gram
-
-
 def sdmgrad(
     *,
     lambda_: float = 0.3,
@@ -31,8 +26,7 @@ def sdmgrad(
 
   Xiao, Ban and Ji, "Direction-oriented Multi-objective Learning: Simple and
   Provable Stochastic Algorithms" (NeurIPS 2023), Algorithm 1. The
-  direction-oriented subproblem (eq. 4, its dual eq. 6) looks for the
-  weights
+  direction-oriented subproblem, in its dual form, looks for the weights
 
   ``w* = argmin_{w ∈ Δ_T} ½ ‖J w + λ g₀‖²``, with ``g₀ = Jᵀ w̃`` the
   average gradient (``w̃ = 1/T``),
@@ -42,8 +36,8 @@ def sdmgrad(
   independent batches, ``A = J₂ J₃ᵀ`` (:func:`mtl_optax.cross_gramian`),
   takes ``S`` projected stochastic gradient steps on the simplex,
 
-  ``v ← μ v + A (w + λ w̃)``, ``w ← Π_Δ(w − β v)``  (eq. 8; ``v`` starts at
-  0 every update),
+  ``v ← μ v + A (w + λ w̃)``, ``w ← Π_Δ(w − β v)`` (``v`` starts at 0
+  every update),
 
   and applies ``(w + λ w̃) / (1 + λ)`` to the gradients ``J₁`` of a third
   batch. ``w`` is kept from one update to the next (it starts uniform).
@@ -94,7 +88,9 @@ def sdmgrad(
 
   def weigh(stats, state):
     num_tasks = stats.num_tasks
-    cross = cross_term(stats).astype(jnp.float32)
+    # J₂ J₃ᵀ (up to scale²), or the one-batch Gramian without it.
+    cross = stats.gram if stats.cross_gram is None else stats.cross_gram
+    cross = cross.astype(jnp.float32)
     diagonal = numerics.safe_sqrt(jnp.diagonal(cross))
     norm = jnp.mean(diagonal) ** 2
     cross = numerics.safe_div(cross, norm, cross)

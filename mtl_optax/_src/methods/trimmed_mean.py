@@ -55,8 +55,8 @@ def trimmed_mean(
   r"""Coordinate-wise trimmed mean of the task gradients (Byzantine-robust).
 
   Yin, Chen, Ramchandran and Bartlett, "Byzantine-Robust Distributed
-  Learning: Towards Optimal Statistical Rates" (ICML 2018), Definition 2
-  (coordinate-wise trimmed mean); TorchJD's ``TrimmedMean(trim_number)``.
+  Learning: Towards Optimal Statistical Rates" (ICML 2018), the
+  coordinate-wise trimmed mean; TorchJD's ``TrimmedMean(trim_number)``.
   For every coordinate ``i`` of the shared parameters, the T task values
   ``g_1[i], …, g_T[i]`` are sorted, the ``k`` largest and the ``k`` smallest
   are removed, and the update is the mean of the ``T − 2k`` that remain:
