@@ -16,6 +16,9 @@ from mtl_optax._src.base import balancer
 from mtl_optax._src.base import balancer_factory
 from mtl_optax._src.base import last_weights
 from mtl_optax._src.base import weigh_losses
+from mtl_optax._src.cross_batch import cross_balancer
+from mtl_optax._src.cross_batch import cross_balancer_factory
+from mtl_optax._src.cross_batch import cross_gramian
 from mtl_optax._src.db_mtl import DBMTLState
 from mtl_optax._src.db_mtl import db_mtl
 from mtl_optax._src.engine import value_and_balanced_grad
@@ -23,12 +26,15 @@ from mtl_optax._src.engine import value_and_gramian
 from mtl_optax._src.gramian import gramian
 from mtl_optax._src.gramian import weighted_sum
 from mtl_optax._src.mgda_ub import representation_balanced_grads
+from mtl_optax._src.min_norm import min_norm_weights
 from mtl_optax._src.solvers.min_norm import min_norm_weights
 from mtl_optax._src.task_grads import value_and_task_grads
 
 # Transformations over the stacked per-task gradients, states and helpers
 # of the methods.
 from mtl_optax._src.methods.cosmos import cosmos_value
+from mtl_optax._src.methods.db_mtl import DBMTLState
+from mtl_optax._src.methods.db_mtl import db_mtl
 from mtl_optax._src.methods.dwa import DWAState
 from mtl_optax._src.methods.excess_mtl import ExcessMTLState
 from mtl_optax._src.methods.excess_mtl import excess_mtl
@@ -43,14 +49,19 @@ from mtl_optax._src.methods.imtl import IMTLState
 from mtl_optax._src.methods.log_scaling import log_scaling
 from mtl_optax._src.methods.moco import MoCoState
 from mtl_optax._src.methods.moco import moco
+from mtl_optax._src.methods.modo import MoDoState
 from mtl_optax._src.methods.nash_mtl import NashMTLState
 from mtl_optax._src.methods.normalize_task_grads import normalize_task_grads
 from mtl_optax._src.methods.pbi import pbi_value
+from mtl_optax._src.methods.pcd import PCDState
 from mtl_optax._src.methods.pcgrad import PCGradState
 from mtl_optax._src.methods.rlw import RLWState
+from mtl_optax._src.methods.sdmgrad import SDMGradState
 from mtl_optax._src.methods.smoothed import SmoothedState
 from mtl_optax._src.methods.stch import stch_value
 from mtl_optax._src.methods.task_tensioner import TaskTensionerState
+from mtl_optax._src.methods.trimmed_mean import TrimmedMeanState
+from mtl_optax._src.methods.trimmed_mean import trimmed_mean
 from mtl_optax._src.methods.uncertainty_weighting import UncertaintyWeightingState
 
 # One balancer factory per weighting: balancer(T, weightings.<name>(...)).
@@ -69,11 +80,13 @@ fixed_weighting = balancer_factory(weightings.fixed_weighting)
 gls = balancer_factory(weightings.gls)
 gradnorm = balancer_factory(weightings.gradnorm)
 imtl = balancer_factory(weightings.imtl)
+krum = balancer_factory(weightings.krum)
 logse = balancer_factory(weightings.logse)
 max_norm_weighting = balancer_factory(weightings.max_norm_weighting)
 mgda = balancer_factory(weightings.mgda)
 nash_mtl = balancer_factory(weightings.nash_mtl)
 pbi = balancer_factory(weightings.pbi)
+pcd = balancer_factory(weightings.pcd)
 pcgrad = balancer_factory(weightings.pcgrad)
 rlw = balancer_factory(weightings.rlw)
 smoothed = balancer_factory(weightings.smoothed)
@@ -81,6 +94,8 @@ stch = balancer_factory(weightings.stch)
 task_tensioner = balancer_factory(weightings.task_tensioner)
 uncertainty_weighting = balancer_factory(weightings.uncertainty_weighting)
 upgrad = balancer_factory(weightings.upgrad)
+modo = cross_balancer_factory(weightings.modo)
+sdmgrad = cross_balancer_factory(weightings.sdmgrad)
 
 __all__ = [
     'BalancerState',
@@ -95,12 +110,16 @@ __all__ = [
     'IMTLState',
     'LossBalancer',
     'MoCoState',
+    'MoDoState',
     'NashMTLState',
+    'PCDState',
     'PCGradState',
     'RLWState',
+    'SDMGradState',
     'SmoothedState',
     'TaskStats',
     'TaskTensionerState',
+    'TrimmedMeanState',
     'UncertaintyWeightingState',
     'Weighting',
     'WeightsState',
@@ -112,6 +131,9 @@ __all__ = [
     'config',
     'cosmos',
     'cosmos_value',
+    'cross_balancer',
+    'cross_balancer_factory',
+    'cross_gramian',
     'db_mtl',
     'dualproj',
     'dwa',
@@ -127,6 +149,7 @@ __all__ = [
     'gradvac',
     'gramian',
     'imtl',
+    'krum',
     'last_weights',
     'log_scaling',
     'logse',
@@ -134,17 +157,21 @@ __all__ = [
     'mgda',
     'min_norm_weights',
     'moco',
+    'modo',
     'nash_mtl',
     'normalize_task_grads',
     'pbi',
     'pbi_value',
+    'pcd',
     'pcgrad',
     'representation_balanced_grads',
     'rlw',
+    'sdmgrad',
     'smoothed',
     'stch',
     'stch_value',
     'task_tensioner',
+    'trimmed_mean',
     'uncertainty_weighting',
     'upgrad',
     'value_and_balanced_grad',

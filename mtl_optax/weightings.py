@@ -26,13 +26,17 @@ from mtl_optax._src.methods.gls import gls
 from mtl_optax._src.methods.gradnorm import gradnorm
 from mtl_optax._src.methods.gradvac import gradvac
 from mtl_optax._src.methods.imtl import imtl
+from mtl_optax._src.methods.krum import krum
 from mtl_optax._src.methods.logse import logse
 from mtl_optax._src.methods.max_norm_weighting import max_norm_weighting
 from mtl_optax._src.methods.mgda import mgda
+from mtl_optax._src.methods.modo import modo
 from mtl_optax._src.methods.nash_mtl import nash_mtl
 from mtl_optax._src.methods.pbi import pbi
+from mtl_optax._src.methods.pcd import pcd
 from mtl_optax._src.methods.pcgrad import pcgrad
 from mtl_optax._src.methods.rlw import rlw
+from mtl_optax._src.methods.sdmgrad import sdmgrad
 from mtl_optax._src.methods.smoothed import smoothed
 from mtl_optax._src.methods.stch import stch
 from mtl_optax._src.methods.task_tensioner import task_tensioner
@@ -55,13 +59,17 @@ __all__ = [
     'gradnorm',
     'gradvac',
     'imtl',
+    'krum',
     'logse',
     'max_norm_weighting',
     'mgda',
+    'modo',
     'nash_mtl',
     'pbi',
+    'pcd',
     'pcgrad',
     'rlw',
+    'sdmgrad',
     'smoothed',
     'stch',
     'task_tensioner',

@@ -31,6 +31,7 @@ class Method(NamedTuple):
   properties: frozenset
   static_args: tuple = ()  # kwargs that inject_hyperparams must not touch
   make_weighting: Callable[..., Any] | None = None  # when not by name
+  min_tasks: int = 1  # the smallest T the method accepts (e.g. Krum's f + 3)
 
   def make(self, num_tasks: int, **overrides):
     return self.factory(num_tasks, **{**self.kwargs, **overrides})
@@ -203,5 +204,24 @@ METHODS = [
     Method('normalize_task_grads.loss++mgda', _normalized_mgda,
            {'mode': 'loss+'}, True,
            _props(NON_CONFLICTING, PERMUTATION_INVARIANT)),
+    # Run with one batch here (the suite passes no task_grads_2/3): the
+    # weights then come from J Jᵀ, the deterministic variant.
+    Method('sdmgrad', mtl.sdmgrad, {'lambda_': 0.3}, False,
+           _props(PERMUTATION_INVARIANT, SCALE_LINEAR)),
+    # One absolute step on the weights: not linear under scaling.
+    Method('modo', mtl.modo, {'gamma': 1e-3, 'rho': 0.1}, False,
+           _props(PERMUTATION_INVARIANT)),
+    # eps=0: the default ε = 1e-8 in the norms' moving average is what keeps
+    # PCD from being exactly linear under scaling. Task 1 is the primary one:
+    # not permutation-invariant.
+    Method('pcd', mtl.pcd, {'eps': 0.0}, False, _props(SCALE_LINEAR)),
+    # num_byzantine=0 at T = 4 scores by the 2 nearest neighbours; with 1
+    # neighbour the closest pair always ties, and ties go by task index.
+    Method('krum', mtl.krum, {'num_byzantine': 0, 'num_selected': 1}, False,
+           _props(PERMUTATION_INVARIANT, SCALE_LINEAR), min_tasks=3),
+    Method('krum.multi', mtl.krum, {'num_byzantine': 0, 'num_selected': 2},
+           False, _props(PERMUTATION_INVARIANT, SCALE_LINEAR), min_tasks=3),
+    Method('trimmed_mean', mtl.trimmed_mean, {'trim_number': 1}, False,
+           _props(PERMUTATION_INVARIANT, SCALE_LINEAR), min_tasks=3),
     # New methods above this line, one Method(...) each.
 ]

@@ -326,6 +326,8 @@ def test_degenerate_losses_give_finite_updates(method):
 @pytest.mark.parametrize('method', CASES)
 @pytest.mark.parametrize('num_tasks', [1, 512])
 def test_extreme_task_counts(method, num_tasks):
+  # The fewest tasks a method accepts (Krum needs f + 3); fewer are rejected.
+  num_tasks = max(num_tasks, method.min_tasks)
   matrix = _conflicting_matrix(num_tasks=num_tasks) if num_tasks > 1 else (
       np.random.default_rng(0).normal(size=(1, 8)).astype(np.float32))
   update, state = _run(method, matrix)
@@ -407,6 +409,13 @@ def test_invalid_num_tasks_is_rejected(method):
   for bad in (0, -1, 2.5):
     with pytest.raises(ValueError, match='num_tasks'):
       method.make(bad)
+
+
+@pytest.mark.parametrize('method', [c for c in CASES
+                                    if c.values[0].min_tasks > 1])
+def test_too_few_tasks_is_rejected_at_construction(method):
+  with pytest.raises(ValueError, match='num_tasks'):
+    method.make(method.min_tasks - 1)
 
 
 # ---------------------------------------------------------------------------

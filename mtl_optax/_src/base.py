@@ -46,11 +46,16 @@ class TaskStats(NamedTuple):
       ignore it.
     losses: ``[T]`` float32 task losses, or None when the user gave none.
     num_tasks: T, a Python int.
+    cross_gram: ``[T, T]`` ``J₂ J₃ᵀ`` of the shared task gradients of two
+      further, independent batches divided by ``scale**2`` (then ``gram``
+      is None), given by :func:`mtl_optax.cross_balancer`; None otherwise.
+      Weightings that read it (SDMGrad, MoDo) use ``gram`` when it is None.
   """
   gram: jax.Array | None
   scale: jax.Array | None
   losses: jax.Array | None
   num_tasks: int | None = None
+  cross_gram: jax.Array | None = None
 
   @property
   def norms(self) -> jax.Array:

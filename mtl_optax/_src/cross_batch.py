@@ -1,0 +1,246 @@
+"""Weights from independent batches: the cross Gramian and its balancer.
+
+Stochastic multi-objective methods (SDMGrad, MoDo) choose the task weights
+from ``J₂ J₃ᵀ``, the products of the task gradients of two *independent*
+mini-batches, and apply them to the gradients ``J₁`` of a third: with one
+batch, ``E[J Jᵀ] ≠ E[J] E[J]ᵀ`` and the weights are biased; with two
+independent ones, ``E[J₂ J₃ᵀ] = E[J] E[J]ᵀ``.
+
+:func:`cross_gramian` computes ``J₂ J₃ᵀ`` leaf by leaf, never concatenating
+the gradients, like :func:`mtl_optax.gramian`. :func:`cross_balancer` is
+:func:`mtl_optax.balancer` with two more gradient inputs:
+``update(task_grads, state, params, *, task_losses=None, task_grads_2=None,
+task_grads_3=None)``; the weighting sees ``J₂ J₃ᵀ`` as
+``TaskStats.cross_gram`` and the update is ``Σ_t w_t g_t`` over the rows
+``g_t`` of ``task_grads``. A batch that is not given is ``task_grads`` itself.
+"""
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+import optax
+
+from mtl_optax._src import base
+from mtl_optax._src import gramian as gramian_lib
+from mtl_optax._src import numerics
+
+# Entries whose products stay well inside float32 over any realistic
+# parameter count: |x| in [2^-40, 2^40] gives products in [2^-80, 2^80].
+_SMALLEST_SAFE_PRODUCT = 1e-30
+
+
+def _leaf_cross(leaf_1: jax.Array, leaf_2: jax.Array,
+                inverse_scale: jax.Array | None) -> jax.Array:
+  if inverse_scale is not None:
+    leaf_1 = leaf_1 * inverse_scale.astype(leaf_1.dtype)
+    leaf_2 = leaf_2 * inverse_scale.astype(leaf_2.dtype)
+  axes = tuple(range(1, leaf_1.ndim))
+  return lax.dot_general(
+      leaf_1, leaf_2, ((axes, axes), ((), ())),
+      precision=gramian_lib._PRECISION,  # pylint: disable=protected-access
+      preferred_element_type=jnp.float32,
+      out_sharding=gramian_lib._replicated(leaf_1))  # pylint: disable=protected-access
+
+
+def _raw_cross(leaves_1: list, leaves_2: list,
+               inverse_scale: jax.Array | None = None) -> jax.Array:
+  cross = _leaf_cross(leaves_1[0], leaves_2[0], inverse_scale)
+  for leaf_1, leaf_2 in zip(leaves_1[1:], leaves_2[1:]):
+    cross += _leaf_cross(leaf_1, leaf_2, inverse_scale)
+  return cross
+
+
+def _check_same_layout(task_grads_1: Any, task_grads_2: Any) -> None:
+  structure_1 = jax.tree.structure(task_grads_1)
+  structure_2 = jax.tree.structure(task_grads_2)
+  if structure_1 != structure_2:
+    raise ValueError('cross_gramian: the two task-gradient trees differ in '
+                     f'structure: {structure_1} and {structure_2}.')
+  for leaf_1, leaf_2 in zip(jax.tree.leaves(task_grads_1),
+                            jax.tree.leaves(task_grads_2)):
+    if jnp.shape(leaf_1) != jnp.shape(leaf_2):
+      raise ValueError('cross_gramian: the two task-gradient trees have '
+                       f'leaves of shapes {jnp.shape(leaf_1)} and '
+                       f'{jnp.shape(leaf_2)}; they must match.')
+
+
+def cross_gramian(task_grads_1: Any,
+                  task_grads_2: Any) -> tuple[jax.Array, jax.Array]:
+  """``J₁ J₂ᵀ`` of two stacks of task gradients, safe against over/underflow.
+
+  ``cross[s, t] = g_s(batch 1) · g_t(batch 2)``, summed leaf by leaf with
+  float32 accumulation; the T x P gradients are never concatenated. Unlike a
+  Gramian it is not symmetric and its diagonal may be negative.
+
+  Args:
+    task_grads_1: pytree of arrays with a leading task axis of size T.
+    task_grads_2: a pytree of the same structure and leaf shapes.
+
+  Returns:
+    ``(cross, scale)``: ``cross`` is ``[T, T]`` float32 and the true product
+    is ``scale**2 * cross``. ``scale`` is 1 unless the products leave the
+    float32 range; then both stacks are divided by the power of two nearest
+    to their largest entry (exact). A non-finite gradient gives a non-finite
+    ``scale``.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> import mtl_optax as mtl
+    >>> batch_1 = jnp.array([[1.0, 2.0], [0.0, 1.0]])
+    >>> batch_2 = jnp.array([[3.0, 0.0], [1.0, -1.0]])
+    >>> cross, scale = mtl.cross_gramian(batch_1, batch_2)
+    >>> cross
+    Array([[ 3., -1.],
+           [ 0., -1.]], dtype=float32)
+  """
+  _check_same_layout(task_grads_1, task_grads_2)
+  leaves_1 = jax.tree.leaves(task_grads_1)
+  leaves_2 = jax.tree.leaves(task_grads_2)
+  if not leaves_1:
+    raise ValueError('cross_gramian: the task gradients have no leaves.')
+  one = jnp.ones((), jnp.float32)
+  cross = _raw_cross(leaves_1, leaves_2)
+  largest = jnp.max(jnp.abs(cross))
+  # Overflow shows as a non-finite entry; underflow cannot be told apart
+  # from orthogonal batches, so an all-tiny result is recomputed (rare).
+  in_range = jnp.isfinite(largest) & (largest > _SMALLEST_SAFE_PRODUCT)
+
+  def rescaled(_):
+    biggest = jnp.maximum(gramian_lib._max_abs(leaves_1),  # pylint: disable=protected-access
+                          gramian_lib._max_abs(leaves_2))  # pylint: disable=protected-access
+    mantissa, exponent = jnp.frexp(biggest)
+    scale = jnp.ldexp(one, exponent - (mantissa < 0.7071).astype(exponent.dtype))
+    scale = jnp.where(biggest == 0, one, scale)  # All-zero gradients.
+    return _raw_cross(leaves_1, leaves_2, 1.0 / scale), scale
+
+  return lax.cond(in_range, lambda _: (cross, one), rescaled, None)
+
+
+def _other_batch(name: str, num_tasks: int, flags: list[bool],
+                 task_grads: Any, other: Any, keyword: str) -> list:
+  """The shared leaves of an extra batch (``task_grads``' own if None)."""
+  if other is None:
+    return base.split_leaves(flags, task_grads)[0]
+  base.check_task_grads(name, num_tasks, other)
+  if jax.tree.structure(other) != jax.tree.structure(task_grads):
+    raise ValueError(f'{name}: {keyword} must have the structure of '
+                     f'task_grads, got {jax.tree.structure(other)}.')
+  for leaf, other_leaf in zip(jax.tree.leaves(task_grads),
+                              jax.tree.leaves(other)):
+    if jnp.shape(leaf) != jnp.shape(other_leaf):
+      raise ValueError(f'{name}: a {keyword} leaf has shape '
+                       f'{jnp.shape(other_leaf)}, but task_grads has '
+                       f'{jnp.shape(leaf)} there.')
+  return base.split_leaves(flags, other)[0]
+
+
+def cross_balancer(
+    num_tasks: int,
+    weighting: base.Weighting,
+    *,
+    task_specific: base.TaskSpecific = None,
+) -> optax.GradientTransformationExtraArgs:
+  """A balancer whose weights come from two further, independent batches.
+
+  ``update(task_grads, state, params=None, *, task_losses=None,
+  task_grads_2=None, task_grads_3=None)``: the weighting reads
+  ``stats.cross_gram = J₂ J₃ᵀ / scale²`` (:func:`cross_gramian` of the
+  shared leaves of ``task_grads_2`` and ``task_grads_3``; ``stats.gram`` is
+  None) and the update is ``Σ_t w_t g_t`` over the rows of ``task_grads``
+  (``J₁``) on the shared leaves, and each task-specific leaf's own-task
+  gradient from ``task_grads``. A batch that is not given is ``task_grads``
+  itself: no extra batch gives ``J₁ J₁ᵀ`` (the deterministic variant), one
+  gives ``J₂ J₁ᵀ``, two give the independent ``J₂ J₃ᵀ``. A non-finite entry
+  in any batch makes the update non-finite and keeps the state. The state is
+  a :class:`BalancerState`.
+
+  Args:
+    num_tasks: T.
+    weighting: a :class:`Weighting` that reads ``stats.cross_gram``
+      (``mtl.weightings.sdmgrad()``, ``mtl.weightings.modo()``).
+    task_specific: leaves that belong to one task (see :func:`balancer`).
+
+  Returns:
+    An ``optax.GradientTransformationExtraArgs``.
+  """
+  base.check_num_tasks(num_tasks)
+  name = weighting.name
+  jax.eval_shape(lambda: weighting.init(num_tasks))  # Checks T early.
+
+  def init(shared_params):
+    del shared_params
+    return base.BalancerState(weights=jnp.zeros([num_tasks], jnp.float32),
+                              weighting_state=weighting.init(num_tasks))
+
+  def make_step(shared_2, shared_3, cross_covers_update):
+
+    def step(shared, specific, losses, state, inputs_finite):
+      if not shared:
+        raise ValueError(f'{name}: every leaf is task-specific; nothing to '
+                         'balance.')
+      cross, scale = cross_gramian(shared_2, shared_3)
+      # A Gramian is finite exactly when its inputs are; the update's own
+      # batch needs a check of its own when it is not in the product.
+      checked = () if cross_covers_update else shared
+      finite = inputs_finite & numerics.all_finite(cross, scale, *checked)
+      weights, weighting_state = weighting.weigh(
+          base.TaskStats(None, scale, losses, num_tasks, cross_gram=cross),
+          state.weighting_state)
+      weights = jnp.where(finite, weights, jnp.nan)
+      shared_updates = gramian_lib.weighted_sum(weights, shared)
+      specific_updates = gramian_lib.weighted_sum(
+          jnp.ones([num_tasks], jnp.float32), specific)
+      return base.StepResult(shared_updates, specific_updates,
+                             base.BalancerState(weights, weighting_state),
+                             finite)
+
+    return step
+
+  def update_fn(task_grads, state, params=None, *, task_losses=None,
+                task_grads_2=None, task_grads_3=None, **extra_args):
+    del extra_args
+    base.check_task_grads(name, num_tasks, task_grads)
+    flags = base.task_specific_flags(task_specific, task_grads)
+    shared_2 = _other_batch(name, num_tasks, flags, task_grads, task_grads_2,
+                            'task_grads_2')
+    shared_3 = _other_batch(name, num_tasks, flags, task_grads, task_grads_3,
+                            'task_grads_3')
+    transformation = base.task_transformation(
+        num_tasks, name, init,
+        make_step(shared_2, shared_3,
+                  task_grads_2 is None or task_grads_3 is None),
+        needs_losses=weighting.reads_losses, task_specific=task_specific)
+    return transformation.update(task_grads, state, params,
+                                 task_losses=task_losses)
+
+  return optax.GradientTransformationExtraArgs(lambda params: init(None),
+                                               update_fn)
+
+
+def cross_balancer_factory(make_weighting):
+  """``factory(num_tasks, *args, task_specific=None, **kwargs)``, as
+  :func:`balancer_factory` but building a :func:`cross_balancer`."""
+  factory = base.balancer_factory(make_weighting)
+  name = make_weighting.__name__
+
+  def cross_factory(num_tasks, *args, task_specific=None, **kwargs):
+    return cross_balancer(num_tasks, make_weighting(*args, **kwargs),
+                          task_specific=task_specific)
+
+  cross_factory.__signature__ = factory.__signature__
+  cross_factory.__name__ = cross_factory.__qualname__ = name
+  cross_factory.__module__ = 'mtl_optax'
+  cross_factory.__doc__ = (
+      f'The {name} balancer: ``cross_balancer(num_tasks, '
+      f'weightings.{name}(...), task_specific=task_specific)``.\n\n'
+      f'``update(task_grads, state, params, *, task_losses=None, '
+      f'task_grads_2=None,\ntask_grads_3=None)``: the weights come from '
+      f'``J₂ J₃ᵀ`` of the two extra\nbatches (each defaults to '
+      f'``task_grads``), the update from ``task_grads``.\n'
+      f'``num_tasks`` is T; the other arguments are those of\n'
+      f':func:`mtl_optax.weightings.{name}`, which states the method, its '
+      f'equations\nand its reference; ``task_specific`` is that of '
+      f':func:`mtl_optax.balancer`.\n')
+  return cross_factory
