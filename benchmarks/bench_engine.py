@@ -133,18 +133,17 @@ def _max_relative_difference(grads, reference) -> float:
   return worst
 
 
-def _time_once(fn) -> float:
-  start = time.perf_counter()
-  jax.block_until_ready(fn())
-  return 1e3 * (time.perf_counter() - start)
-
-
 def measure_cell(width: int, num_tasks: int, quick: bool) -> list[dict]:
   """Memory, FLOPs, time and agreement of every variant at one (model, T)."""
   params = _params(width, num_tasks)
   x, y = _data(width, num_tasks)
   found = []
   for label, path, method, chunk, (update, init) in variants(num_tasks):
+    if label == 'stacked mgda' and not found[0]['run']:
+      # Not run either: its memory is stacked UPGrad's (same T x P stack).
+      found.append(dict(found[0], label=label, method=method,
+                        flops=None, analysed='as stacked upgrad'))
+      continue
     state = init(params)
     compiled = jax.jit(update).lower(params, state, x, y).compile()
     sizes = _memory(compiled)
@@ -162,8 +161,12 @@ def measure_cell(width: int, num_tasks: int, quick: bool) -> list[dict]:
           params, init(params), x, y))
 
   runnable = [cell for cell in found if cell['run']]
-  outputs = {cell['label']: jax.block_until_ready(
-      cell['call'](*cell['args'])) for cell in runnable}  # Warm-up.
+  outputs, first = {}, {}
+  for cell in runnable:  # Warm-up, timed: one interleaved round.
+    start = time.perf_counter()
+    outputs[cell['label']] = jax.block_until_ready(
+        cell['call'](*cell['args']))
+    first[cell['label']] = 1e3 * (time.perf_counter() - start)
   for cell in runnable:
     stacked = f"stacked {cell['method']}"
     reference = outputs.get(stacked)
@@ -174,7 +177,6 @@ def measure_cell(width: int, num_tasks: int, quick: bool) -> list[dict]:
   del outputs
   fns = {cell['label']: (lambda cell=cell: cell['call'](*cell['args']))
          for cell in runnable}
-  first = {label: _time_once(fn) for label, fn in fns.items()}
   if sum(first.values()) > 1e3 * SLOW_GROUP_S:
     times, cell_note = first, 'once'
   else:
@@ -197,26 +199,25 @@ def _ratio(value, reference):
 
 
 def _crossover(cells_by_t, label):
-  """Words for where ``label`` becomes faster than ``stacked upgrad``."""
-  faster = []
+  """Words for the T at which ``label`` is faster than ``stacked upgrad``."""
+  faster, slower = [], []
   for num_tasks, cells in cells_by_t.items():
     by_label = {cell['label']: cell for cell in cells}
-    chunk = num_tasks if label.endswith('c=T') else None
-    key = label.replace('c=T', f'c={num_tasks}') if chunk else label
-    engine, stacked = by_label.get(key), by_label['stacked upgrad']
+    engine = by_label.get(label.replace('c=T', f'c={num_tasks}'))
+    stacked = by_label['stacked upgrad']
     if engine and engine['ms'] is not None and stacked['ms'] is not None:
-      faster.append((num_tasks, engine['ms'] < stacked['ms']))
-  if not faster:
+      (faster if engine['ms'] < stacked['ms'] else slower).append(num_tasks)
+  if not faster and not slower:
     return 'not measured'
-  if all(is_faster for _, is_faster in faster):
-    return f'faster at every measured T (from T={faster[0][0]})'
-  if not any(is_faster for _, is_faster in faster):
-    return f'slower at every measured T (up to T={faster[-1][0]})'
-  first = next(t for t, is_faster in faster if is_faster)
-  previous = max(t for t, is_faster in faster if t < first)
-  tail = all(is_faster for t, is_faster in faster if t >= first)
-  return (f'faster from T={first} (slower at T={previous})'
-          + ('' if tail else '; not at every larger T'))
+  listed = lambda ts: 'T=' + ', '.join(map(str, ts))
+  if not slower:
+    return f'faster at every measured T ({listed(faster)})'
+  if not faster:
+    return f'slower at every measured T ({listed(slower)})'
+  if min(faster) > max(slower):
+    return f'faster from T={min(faster)} (slower at T={max(slower)})'
+  return (f'no single crossover: faster at {listed(faster)}; slower at '
+          f'{listed(slower)}')
 
 
 def run(quick: bool = False) -> list[dict]:
@@ -242,7 +243,9 @@ def run(quick: bool = False) -> list[dict]:
             cell.get('difference'), cell['timing']])
         if not cell['run']:
           not_run.append(f"{name} T={num_tasks} {cell['label']} "
-                         f"({cell['peak'] / GIB:.1f} GiB)")
+                         f"({cell['peak'] / GIB:.1f} GiB"
+                         + (', not compiled: the stack is stacked upgrad\'s'
+                            if cell.get('analysed') else '') + ')')
     at_target = {cell['label']: cell for cell in cells_by_t[target_t]}
     stacked = at_target['stacked upgrad']
     for chunk in [c for c in CHUNK_SIZES if c < target_t] + ['T']:
@@ -276,8 +279,9 @@ def run(quick: bool = False) -> list[dict]:
           'task). Peak = argument + output + temp - alias bytes from the '
           'compiled memory analysis; ratios are against the stacked path of '
           'the same method. Time: one update, fastest of interleaved repeats '
-          f'("min"), or a single call where a cell\'s variants take over '
-          f'{SLOW_GROUP_S:g} s together ("once"). GFLOP: XLA cost_analysis of '
+          f'("min"); where a cell\'s variants take over {SLOW_GROUP_S:g} s '
+          'together, the one timed round that follows compilation ("once"). '
+          'GFLOP: XLA cost_analysis of '
           'the compiled update; chunked engine rows carry the count of the '
           'unrolled engine (c = T) of the same weighting, read from its '
           'lowered HLO, as XLA counts a while loop\'s body once (the '
