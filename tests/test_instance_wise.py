@@ -24,6 +24,7 @@ def test_tiny_run_writes_a_table_with_both_methods(tmp_path):
       '--out', str(out)])
   text = out.read_text()
   assert '| 0.25 | mean loss |' in text
+  assert '| 0.25 | mean loss, 4x steps |' in text
   assert '| 0.25 | UPGrad (engine) |' in text
   for runs in results[0.25].values():
     (run,) = runs
