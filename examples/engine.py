@@ -202,3 +202,20 @@ def train_group(spec: str, members: Members, data: multidigits.MultiDigits,
       test_metrics=np.stack([np.asarray(t, np.float64) for t in tests],
                             axis=1),
       compile_seconds=compile_seconds, train_seconds=train_seconds)
+
+
+def initial_losses(data: multidigits.MultiDigits, regime: multidigits.Regime,
+                   hidden: int, count: int = 1024) -> np.ndarray:
+  """``[T]`` losses the balancer sees at initialisation (seed 0, scaled).
+
+  On the first ``count`` training images of the regime; the fixed-weight
+  grid's 1/L₀ weighting is built from them.
+  """
+  arrays = regime_arrays(regime, hidden)
+  count = min(count, regime.num_train)
+  batch = tuple(jnp.asarray(array[:count])
+                for array in multidigits.as_arrays(data.train))
+  network = model_lib.MultiDigitsNet(hidden=hidden, rngs=nnx.Rngs(0))
+  outputs = network(batch[0], trunk_mask=jnp.asarray(arrays['trunk_mask']))
+  losses = model_lib.task_losses(outputs, batch) * arrays['loss_scales']
+  return np.asarray(losses, np.float64)
