@@ -184,6 +184,12 @@ def regime_table(result: dict) -> str:
   return '\n'.join(lines) + '\n'
 
 
+def _plus_minus(interval: stats.Interval, unit: str = ' %') -> str:
+  if np.isnan(interval.half_width):
+    return f'{interval.mean:+.2f}{unit}'
+  return f'{interval.mean:+.2f} ± {interval.half_width:.2f}{unit}'
+
+
 def findings(results: list[dict]) -> str:
   """A sentence per regime: STL vs tuned EW, the best method, the marks."""
   lines = []
@@ -197,9 +203,8 @@ def findings(results: list[dict]) -> str:
     down = [name for name, row in methods.items() if row['mark'] == '▼']
     lines.append(
         f'- **{result["regime"]["name"]}**: tuned equal weighting Δp '
-        f'{equal.mean:+.2f} ± {equal.half_width:.2f} %; best row '
-        f'{best} {best_interval.mean:+.2f} ± {best_interval.half_width:.2f} '
-        f'%; significantly better than tuned EW (p < {SIGNIFICANCE}): '
+        f'{_plus_minus(equal)}; best row {best} '
+        f'{_plus_minus(best_interval)}; significantly better than tuned EW (p < {SIGNIFICANCE}): '
         f'{", ".join(up) if up else "none"}; significantly worse: '
         f'{len(down)} of {len(methods)} ({", ".join(down) if down else "none"}).')
   return '\n'.join(lines)

@@ -148,7 +148,7 @@ class Progress:
       if self.terminal:
         import tqdm  # pylint: disable=g-import-not-at-top
         self.bar = tqdm.tqdm(total=self.steps, desc=self.label, leave=False,
-                             dynamic_ncols=True)
+                             dynamic_ncols=True, file=sys.stdout)
         self.bar.set_postfix_str('compiling…')
       else:
         print(f'{self.label}: compiling…', flush=True)
