@@ -351,7 +351,8 @@ def plot_weights(path: str, regime_name: str, weights: dict) -> str:
   per_row = min(3, len(names))
   rows = -(-len(names) // per_row)
   figure, axes = pyplot.subplots(
-      rows, 2 * per_row, figsize=(4.6 * per_row * 2 / 2 + 1.0, 2.5 * rows + 1.3),
+      rows, 2 * per_row, figsize=(max(9.0, 4.6 * per_row + 1.0),
+                                  2.5 * rows + 1.6),
       sharex=True, sharey=True, squeeze=False)
   everything = np.concatenate([np.ravel(w) for pair in weights.values()
                                for w in pair])
@@ -389,11 +390,11 @@ def plot_weights(path: str, regime_name: str, weights: dict) -> str:
   figure.legend(handles, labels, loc='lower center', ncol=len(TASKS),
                 frameon=False)
   figure.suptitle(
-      f'{regime_name}: task weights (mean over seeds, moving average over '
-      f'{window} steps), one y scale for all panels.\nWhite panels: the '
-      'weights the method keeps in its state. Grey panels: effective '
-      'weights, the least-squares fit\nof the shared update on the raw task '
-      'gradients (the same kind of number for every method).', fontsize=10)
+      f'{regime_name}: task weights, mean over seeds (moving average over '
+      f'{window} steps); one y scale for all panels\n'
+      'white: state.weights, what the method keeps in its state\n'
+      'grey: effective weights, least-squares fit of the shared update on '
+      'the raw task gradients', fontsize=10)
   figure.tight_layout(rect=(0, 0.45 / height, 1, 1 - 0.1 / height))
   figure.savefig(path, dpi=110)
   pyplot.close(figure)
