@@ -123,13 +123,14 @@ def needs_weights(spec: str) -> bool:
   return last.name == 'fixed_weighting' and 'weights' not in dict(last.kwargs)
 
 
-def check(spec: str, num_tasks: int, *, weights_given: bool = False) -> None:
+def check(spec: str, num_tasks: int | None = None, *,
+          weights_given: bool = False) -> None:
   """Raises a one-line ``ValueError`` unless ``spec`` builds a balancer.
 
   The keyword names are checked against each factory's signature, the
   required ones must be there (``weights_given``: the caller supplies
-  ``fixed_weighting``'s weights), and the factory is called once so that it
-  checks the values.
+  ``fixed_weighting``'s weights), and, given ``num_tasks``, the factory is
+  called once so that it checks the values.
   """
   for piece in parse(spec):
     parameters = inspect.signature(_factory(piece.name)).parameters
@@ -151,6 +152,8 @@ def check(spec: str, num_tasks: int, *, weights_given: bool = False) -> None:
     if missing:
       raise ValueError(f'{piece.name} needs {", ".join(missing)}, e.g. '
                        f"{piece.name}({missing[0]}=...).")
+  if num_tasks is None:
+    return
   try:
     make(spec, num_tasks, fixed_weights=[1.0] * num_tasks)
   except (ValueError, TypeError) as error:
@@ -158,16 +161,18 @@ def check(spec: str, num_tasks: int, *, weights_given: bool = False) -> None:
     raise ValueError(f'{spec}: {message}') from None
 
 
-def make(spec: str, num_tasks: int, task_specific: Any = None, *,
-         key: Any = 0, fixed_weights: Any = None):
+def make(spec: str, num_tasks: int, task_specific: Any = None,
+         seed: int = 0, *, key: Any = None, fixed_weights: Any = None):
   """The balancer (chained after its pre-transforms) that ``spec`` names.
 
   Args:
     spec: a method spec (see the module docstring).
     num_tasks: T.
     task_specific: the ``task_specific`` predicate of every piece.
-    key: the PRNG key (or int seed, possibly traced) of the randomised
-      pieces, those whose factory takes ``key``.
+    seed: the int seed of the randomised pieces (those whose factory takes
+      ``key``) when ``key`` is not given.
+    key: their PRNG key or int seed, possibly traced (one per vmapped
+      network).
     fixed_weights: ``fixed_weighting``'s weights when the spec does not give
       them (possibly traced: the benchmark's grid of weightings).
 
@@ -181,7 +186,7 @@ def make(spec: str, num_tasks: int, task_specific: Any = None, *,
     parameters = inspect.signature(factory).parameters
     kwargs = dict(piece.kwargs)
     if 'key' in parameters:
-      kwargs['key'] = key
+      kwargs['key'] = seed if key is None else key
     if piece.name == 'fixed_weighting' and 'weights' not in kwargs:
       kwargs['weights'] = fixed_weights
     built.append(factory(num_tasks, task_specific=task_specific, **kwargs))
