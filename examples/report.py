@@ -351,7 +351,7 @@ def plot_weights(path: str, regime_name: str, weights: dict) -> str:
   per_row = min(3, len(names))
   rows = -(-len(names) // per_row)
   figure, axes = pyplot.subplots(
-      rows, 2 * per_row, figsize=(max(9.0, 4.6 * per_row + 1.0),
+      rows, 2 * per_row, figsize=(max(9.0, 6.0 * per_row + 1.0),
                                   2.5 * rows + 1.6),
       sharex=True, sharey=True, squeeze=False)
   everything = np.concatenate([np.ravel(w) for pair in weights.values()
@@ -370,7 +370,7 @@ def plot_weights(path: str, regime_name: str, weights: dict) -> str:
         axis.plot(np.arange(1, steps + 1), smooth[:, t], color=colors[t],
                   label=task.name, linewidth=1.4)
       axis.set_title(f'{name}\n' + ('state.weights' if kind == 0
-                                    else 'effective weights'), fontsize=10)
+                                    else 'effective weights'), fontsize=9)
       axis.grid(alpha=0.3)
       if kind == 1:
         axis.set_facecolor('#f4f4f4')
@@ -395,7 +395,7 @@ def plot_weights(path: str, regime_name: str, weights: dict) -> str:
       'white: state.weights, what the method keeps in its state\n'
       'grey: effective weights, least-squares fit of the shared update on '
       'the raw task gradients', fontsize=10)
-  figure.tight_layout(rect=(0, 0.45 / height, 1, 1 - 0.1 / height))
+  figure.tight_layout(rect=(0, 0.45 / height, 1, 1 - 0.75 / height))
   figure.savefig(path, dpi=110)
   pyplot.close(figure)
   return path
