@@ -20,6 +20,7 @@ sys.path.insert(0, os.path.dirname(HERE))
 import cli  # pylint: disable=g-import-not-at-top,wrong-import-position
 import train  # pylint: disable=g-import-not-at-top,wrong-import-position
 import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
+import report  # pylint: disable=g-import-not-at-top,wrong-import-position
 import stats  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 ROWS = (  # (method name in examples/methods.py, loss-scale, gradient-magnitude)
@@ -118,7 +119,8 @@ def main(argv=None):
              for name, _, _ in ROWS}
   lines = [
       '# DB-MTL Table 5-style ablation on MultiDigits', '',
-      f'`{command.strip()}`', '', f'Total run time: {seconds:.0f} s. The '
+      f'`{command.strip()}`', '', f'Machine: {report.versions()}.', '',
+      f'Total run time: {seconds:.0f} s. The '
       f'trainer\'s full table: `{result["run_dir"]}/results.md`.', '',
       '| loss-scale | gradient-magnitude | ours: MultiDigits Δp % (95 % CI) | '
       + ' | '.join(f'paper: {name}' for name in PAPER_DATASETS) + ' |',
