@@ -16,10 +16,42 @@ respect to the encoder's output ``z``, then the weighted loss goes back
 through the encoder once. ``mtl.representation_balanced_grads`` does both;
 any balancer (``mtl.central_direction(T)``, ``mtl.task_tensioner(T)``, …)
 can replace ``mtl.mgda(T)``. Runs in well under a minute on a CPU.
+``--help`` lists the options (JAX loads only after they are checked).
 """
 
+import os
+import sys
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import cli  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+
+def parse_args(argv=None):
+  """Parses and checks the options; a bad one exits with one line and 2."""
+  parser = cli.Parser(prog='mgda_ub.py', description=__doc__.split('\n')[0])
+  parser.add_argument('--steps', type=cli.positive_int, default=400,
+                      help='training steps')
+  parser.add_argument('--batch-size', type=cli.positive_int, default=128,
+                      help='images per step (at most the 1 347 training '
+                      'images)')
+  parser.add_argument('--lr', type=cli.positive_float, default=3e-3,
+                      help="Adam's learning rate")
+  parser.add_argument('--seed', type=cli.non_negative_int, default=0,
+                      help='seed of the initialisation and the batches')
+  parser.add_argument('--log-every', type=cli.positive_int, default=50,
+                      help='steps between two printed lines')
+  args = parser.parse_args(argv)
+  if args.batch_size > 1347:
+    parser.error(f'--batch-size: at most 1347 (the training images), got '
+                 f'{args.batch_size}')
+  return args
+
+
+if __name__ == '__main__':
+  ARGS = parse_args()  # --help and bad options end here, before JAX loads.
+
+# pylint: disable=g-import-not-at-top,wrong-import-position,wrong-import-order
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -32,9 +64,6 @@ import mtl_optax as mtl
 
 TASKS = ('digit', 'parity', 'ink')
 NUM_TASKS = len(TASKS)
-NUM_STEPS = 400
-BATCH_SIZE = 128
-LOG_EVERY = 50
 
 
 class Encoder(nnx.Module):
@@ -84,9 +113,9 @@ def task_losses(outputs, targets):
   ])
 
 
-def main():
+def main(args):
   (train_images, train_targets), (test_images, test_targets) = load_digits()
-  rngs = nnx.Rngs(0)
+  rngs = nnx.Rngs(args.seed)
   encoder_def, encoder_params = nnx.split(Encoder(rngs))
   heads_def, head_params = nnx.split(Heads(rngs))
 
@@ -99,7 +128,7 @@ def main():
   balancer = mtl.mgda(NUM_TASKS)
   balanced_grads = mtl.representation_balanced_grads(
       balancer, encoder_fn, heads_loss_fn)
-  optimizer = optax.adam(3e-3)
+  optimizer = optax.adam(args.lr)
   params = (encoder_params, head_params)
   optimizer_state = optimizer.init(params)
   balancer_state = balancer.init(None)  # z has no parameters to mirror.
@@ -122,26 +151,26 @@ def main():
             jnp.mean(parity_logits.argmax(-1) == targets['parity']),
             jnp.mean((ink - targets['ink']) ** 2))
 
-  rng = np.random.default_rng(0)
+  rng = np.random.default_rng(args.seed)
   start = time.perf_counter()
   print(f'{"step":>5}  ' + '  '.join(f'{f"L_{t}":>9}' for t in TASKS) + '  '
         + '  '.join(f'{f"w_{t}":>8}' for t in TASKS))
-  for step in range(1, NUM_STEPS + 1):
-    batch = rng.choice(len(train_images), BATCH_SIZE, replace=False)
+  for step in range(1, args.steps + 1):
+    batch = rng.choice(len(train_images), args.batch_size, replace=False)
     batch_targets = {name: value[batch]
                      for name, value in train_targets.items()}
     params, optimizer_state, balancer_state, losses = train_step(
         params, optimizer_state, balancer_state, train_images[batch],
         batch_targets)
-    if step % LOG_EVERY == 0 or step == 1:
+    if step % args.log_every == 0 or step == 1:
       print(f'{step:5d}  ' + '  '.join(f'{x:9.4f}' for x in losses) + '  '
             + '  '.join(f'{x:8.3f}' for x in balancer_state.weights))
   elapsed = time.perf_counter() - start
   digit_acc, parity_acc, ink_mse = evaluate(params, test_images, test_targets)
   print(f'test: digit accuracy {digit_acc:.3f}, parity accuracy '
         f'{parity_acc:.3f}, ink MSE {ink_mse:.4f} '
-        f'({NUM_STEPS} steps in {elapsed:.1f} s)')
+        f'({args.steps} steps in {elapsed:.1f} s)')
 
 
 if __name__ == '__main__':
-  main()
+  main(ARGS)

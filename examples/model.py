@@ -13,7 +13,7 @@ NUM_PIXELS = multidigits.DIGIT * multidigits.DIGIT
 class MultiDigitsNet(nnx.Module):
   """Hard parameter sharing: ``trunk`` is shared, ``heads[t]`` belongs to task t."""
 
-  def __init__(self, *, hidden: int = 128, rngs: nnx.Rngs):
+  def __init__(self, *, hidden: int = 64, rngs: nnx.Rngs):
     inputs = multidigits.CANVAS * multidigits.CANVAS
     self.trunk = nnx.Sequential(
         nnx.Linear(inputs, hidden, rngs=rngs), jax.nn.relu,
@@ -21,13 +21,18 @@ class MultiDigitsNet(nnx.Module):
     self.heads = nnx.List([
         nnx.Linear(hidden, NUM_CLASSES, rngs=rngs),  # top_left_class
         nnx.Sequential(  # bottom_right_pixels
-            nnx.Linear(hidden, 128, rngs=rngs), jax.nn.relu,
-            nnx.Linear(128, NUM_PIXELS, rngs=rngs)),
+            nnx.Linear(hidden, hidden, rngs=rngs), jax.nn.relu,
+            nnx.Linear(hidden, NUM_PIXELS, rngs=rngs)),
         nnx.Linear(hidden, 1, rngs=rngs),  # digit_sum
     ])
 
-  def __call__(self, images):
+  def __call__(self, images, trunk_mask=None):
+    """``trunk_mask`` (``[hidden]`` of 0/1), if given, keeps only some of the
+    trunk's output units: a narrower shared representation without a new
+    network shape (the ``bottleneck`` regime)."""
     features = self.trunk(images.reshape(images.shape[0], -1))
+    if trunk_mask is not None:
+      features = features * trunk_mask
     return [head(features) for head in self.heads]
 
 

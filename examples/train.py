@@ -1,311 +1,372 @@
-"""Train a multi-task network on MultiDigits with any balancing method.
+"""Train multi-task networks on MultiDigits with any balancing method.
 
   pip install -e ".[examples]" && python examples/train.py
 
-trains the default method and the single-task baselines, then prints the
-results table (each task's test metric and Δp versus single-task learning)
-and the paths of the table (markdown, JSON) and of the plots (per-task losses
-and task weights over training). ``--compare`` runs several methods × seeds
-into one table. ``python examples/train.py --help`` lists the options.
+trains the default method (DB-MTL), the tuned baselines (single-task
+networks, equal weighting and a few fixed weightings) over 3 seeds, then
+prints the results table (each task's test metric and Δp versus single-task
+learning, with 95 % intervals and a Welch test against equal weighting) and
+the paths of the tables and plots, written to a new folder per run
+(``runs/<regime>/<time>``). The baselines are cached in ``runs/cache`` by
+their settings and reused by later runs.
 
-The training step is the library's intended use with Flax NNX:
-``mtl.value_and_task_grads`` gives the ``[T]`` losses and the per-task
-gradients in one forward pass, and ``nnx.Optimizer.update`` forwards
-``task_losses`` to the balancer, which is chained before Adam.
+  python examples/train.py --method 'cagrad(c=0.4)' --seeds 5
+  python examples/train.py --method 'log_scaling+mgda' --regime small_data
+  python examples/train.py --compare all --regime all      # the benchmark
+
+``--compare`` trains several methods (``all``: every method) and tunes
+every row's learning rate on the validation split (default grid 3e-4, 1e-3,
+3e-3). The seeds and learning rates of a row train together in one compiled
+program (``jax.vmap``). ``--help`` lists the options; JAX is imported only
+after they have been checked.
 """
 
-import argparse
-import functools
+import hashlib
 import json
 import os
+import pickle
+import shlex
 import sys
 import time
-from typing import NamedTuple
 
-import jax
-import jax.numpy as jnp
-import numpy as np
-import optax
-import tqdm
-from flax import nnx
-
-import mtl_optax as mtl
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import effective_weights  # pylint: disable=g-import-not-at-top
-import methods as methods_lib  # pylint: disable=g-import-not-at-top
-import model as model_lib  # pylint: disable=g-import-not-at-top
-import multidigits  # pylint: disable=g-import-not-at-top
-import report  # pylint: disable=g-import-not-at-top
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import cli  # pylint: disable=g-import-not-at-top,wrong-import-position
+import methods as methods_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
+import multidigits  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 NUM_TASKS = len(multidigits.TASKS)
 DEFAULT_METHOD = 'db_mtl'
+DEFAULT_LR = (1e-3,)
+COMPARE_LRS = (3e-4, 1e-3, 3e-3)
+CACHE_VERSION = 1  # bump when the training code changes what a run gives
 
 
-class Config(NamedTuple):
-  steps: int = 1500
-  batch_size: int = 128
-  lr: float = 1e-3
-  num_train: int = 20_000
-  num_test: int = 2_000
-
-  def key(self, seed: int) -> str:
-    """Identifies a single-task baseline in the cache."""
-    return (f'steps={self.steps},batch={self.batch_size},lr={self.lr:g},'
-            f'train={self.num_train},test={self.num_test},seed={seed}')
-
-
-class Run(NamedTuple):
-  metrics: np.ndarray  # shape=[T], test metrics (multidigits.TASKS order)
-  losses: np.ndarray  # shape=[steps, T], training losses
-  weights: np.ndarray  # shape=[steps, T], the balancer's weights
-  seconds: float
-
-
-def _batch(split: multidigits.Split):
-  return (jnp.asarray(split.images), jnp.asarray(split.top_left_label),
-          jnp.asarray(split.bottom_right_pixels), jnp.asarray(split.digit_sum))
-
-
-def train_step(model, optimizer, batch):
-  """One step: per-task losses and gradients, then the balancer and Adam."""
-  graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-
-  def losses_fn(params):
-    outputs = nnx.merge(graphdef, params, rest)(batch[0])
-    return model_lib.task_losses(outputs, batch)
-
-  task_losses, task_grads = mtl.value_and_task_grads(losses_fn)(params)
-  optimizer.update(model, task_grads, task_losses=task_losses)
-  return task_losses, optimizer.opt_state[0].weights[...]
-
-
-@nnx.jit
-def train_chunk(model, optimizer, train_data, indices):
-  """``len(indices)`` steps in one compiled call (a scan over the batches)."""
-
-  @nnx.scan(in_axes=(nnx.Carry, 0), out_axes=(nnx.Carry, 0))
-  def steps(carry, batch_indices):
-    model, optimizer = carry
-    batch = jax.tree.map(lambda array: array[batch_indices], train_data)
-    return (model, optimizer), train_step(model, optimizer, batch)
-
-  _, (task_losses, weights) = steps((model, optimizer), indices)
-  return task_losses, weights
-
-
-@nnx.jit
-def evaluate(model, test_data):
-  return model_lib.task_metrics(model(test_data[0]), test_data)
-
-
-def chunk_size(steps: int, largest: int = 50) -> int:
-  """The largest divisor of ``steps`` up to ``largest``: one compiled shape."""
-  return max(size for size in range(1, min(largest, steps) + 1)
-             if steps % size == 0)
-
-
-@functools.lru_cache(maxsize=None)
-def optimizer_tx(balancer: optax.GradientTransformation,
-                 config: Config) -> optax.GradientTransformation:
-  """The balancer (reporting its effective weights), then Adam.
-
-  Cached: the same balancer gives the same object, hence one compilation.
-  """
-  return optax.chain(
-      effective_weights.with_effective_weights(balancer, NUM_TASKS,
-                                               model_lib.task_specific),
-      optax.adam(config.lr))
-
-
-def train(balancer: optax.GradientTransformation,
-          data: multidigits.MultiDigits, config: Config, seed: int, *,
-          description: str = '', progress: bool = True,
-          prepare=None) -> Run:
-  """Trains one network with ``balancer`` chained before Adam.
-
-  ``prepare(optimizer)``, if given, edits the fresh optimizer state (the
-  single-task baselines set their one-hot weights there).
-  """
-  model = model_lib.MultiDigitsNet(rngs=nnx.Rngs(seed))
-  optimizer = nnx.Optimizer(model, optimizer_tx(balancer, config),
-                            wrt=nnx.Param)
-  if prepare is not None:
-    prepare(optimizer)
-  train_data, test_data = _batch(data.train), _batch(data.test)
-  rng = np.random.default_rng(seed)
-  num_train = len(data.train.top_left_label)
-  size = chunk_size(config.steps)
-  losses, weights = [], []
-  start = time.perf_counter()
-  with tqdm.tqdm(total=config.steps, desc=description, disable=not progress,
-                 leave=False, dynamic_ncols=True) as bar:
-    for _ in range(config.steps // size):
-      indices = rng.integers(0, num_train, (size, config.batch_size))
-      chunk_losses, chunk_weights = train_chunk(model, optimizer, train_data,
-                                                indices)
-      losses.append(chunk_losses)
-      weights.append(chunk_weights)
-      if progress:
-        bar.set_postfix_str('losses ' + ' '.join(
-            f'{loss:.3g}' for loss in np.asarray(chunk_losses[-1])))
-      bar.update(size)
-  metrics = np.asarray(evaluate(model, test_data), np.float64)
-  seconds = time.perf_counter() - start
-  return Run(metrics, np.asarray(jnp.concatenate(losses), np.float64),
-             np.asarray(jnp.concatenate(weights), np.float64), seconds)
-
-
-def train_method(name: str, data, config: Config, seed: int, *,
-                 progress: bool = True) -> Run:
-  balancer = methods_lib.make(name, NUM_TASKS, model_lib.task_specific, seed)
-  return train(balancer, data, config, seed,
-               description=f'{name} seed {seed}', progress=progress)
-
-
-@functools.lru_cache(maxsize=None)
-def _single_task_balancer() -> optax.GradientTransformation:
-  fixed = optax.inject_hyperparams(
-      mtl.fixed_weighting, static_args=('num_tasks', 'task_specific'))
-  return fixed(num_tasks=NUM_TASKS, weights=np.ones(NUM_TASKS),
-               task_specific=model_lib.task_specific)
-
-
-def train_single_task(data, config: Config, seed: int, *,
-                      progress: bool = True) -> Run:
-  """T single-task networks: task t's metric comes from the one trained on t alone.
-
-  Network t steps its trunk on task t's gradient only (fixed one-hot
-  weights); its other heads train on features they do not shape and are
-  ignored. The weights are an injected hyper-parameter, so the T networks
-  share one compiled step.
-  """
-  balancer = _single_task_balancer()
-  metrics, losses = [], []
-  seconds = 0.0
-  for t, task in enumerate(multidigits.TASKS):
-
-    def one_hot(optimizer, t=t):
-      optimizer.opt_state[0].inner.hyperparams['weights'][...] = jnp.eye(
-          NUM_TASKS, dtype=jnp.float32)[t]
-
-    run = train(balancer, data, config, seed, prepare=one_hot,
-                description=f'single-task {task.name} seed {seed}',
-                progress=progress)
-    metrics.append(run.metrics[t])
-    losses.append(run.losses[:, t])
-    seconds += run.seconds
-  return Run(np.asarray(metrics), np.stack(losses, axis=1),
-             np.ones([config.steps, NUM_TASKS]), seconds)
-
-
-def single_task_baselines(out_dir: str, data, config: Config,
-                          seeds: list[int], *, progress: bool = True) -> dict:
-  """Single-task metrics and losses per seed, cached in ``out_dir``."""
-  cache_path = os.path.join(out_dir, 'single_task_cache.json')
-  cache = {}
-  if os.path.exists(cache_path):
-    with open(cache_path) as file:
-      cache = json.load(file)
-  for seed in seeds:
-    if config.key(seed) not in cache:
-      run = train_single_task(data, config, seed, progress=progress)
-      cache[config.key(seed)] = {'metrics': run.metrics.tolist(),
-                                 'losses': run.losses.tolist()}
-      with open(cache_path, 'w') as file:
-        json.dump(cache, file)
-  entries = [cache[config.key(seed)] for seed in seeds]
-  return {'seeds': seeds,
-          'metrics': [entry['metrics'] for entry in entries],
-          'losses': np.mean([entry['losses'] for entry in entries], axis=0)}
-
-
-def compare(method_names: list[str], seeds: list[int], config: Config,
-            out_dir: str, *, command: str, progress: bool = True,
-            plots: bool = True) -> dict:
-  """Trains every method with every seed; writes the table and the plots.
-
-  Returns:
-    ``{'summary': ..., 'table': markdown, 'paths': [...], 'curves': {method:
-    (losses [steps, T], weights [steps, T]) averaged over seeds}}``.
-  """
-  os.makedirs(out_dir, exist_ok=True)
-  data = multidigits.load(config.num_train, config.num_test)
-  single_task = single_task_baselines(out_dir, data, config, seeds,
-                                      progress=progress)
-  runs, curves = {}, {}
-  for name in method_names:
-    method_runs = [train_method(name, data, config, seed, progress=progress)
-                   for seed in seeds]
-    runs[name] = [{'seed': seed, 'metrics': run.metrics.tolist(),
-                   'seconds': run.seconds}
-                  for seed, run in zip(seeds, method_runs)]
-    curves[name] = (np.mean([run.losses for run in method_runs], axis=0),
-                    np.mean([run.weights for run in method_runs], axis=0))
-  summary = report.summarise(runs, single_task)
-  summary['config'] = config._asdict()
-  settings = (f'{config.steps} steps, batch {config.batch_size}, Adam lr '
-              f'{config.lr:g}, {config.num_train} training / {config.num_test} '
-              'test images (12×12 MultiDigits).')
-  table = report.markdown(summary, command=command, settings=settings)
-  paths = list(report.write_tables(out_dir, summary, table))
-  if plots:
-    paths += report.plot(out_dir, curves, single_task['losses'])
-  return {'summary': summary, 'table': table, 'paths': paths,
-          'curves': curves}
-
-
-def parse_args(argv=None) -> argparse.Namespace:
-  parser = argparse.ArgumentParser(
-      description=__doc__.split('\n')[0],
-      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+def parse_args(argv=None):
+  """Parses and checks every option; a bad one exits with one line and 2."""
+  parser = cli.Parser(
+      prog='train.py', description=__doc__.split('\n')[0],
+      epilog='Methods: ' + ', '.join(methods_lib.BALANCERS) + '. '
+      'Pre-transforms (in front, joined with +): '
+      + ', '.join(methods_lib.PRE_TRANSFORMS) + '. Regimes: '
+      + '; '.join(f'{r.name}: {r.description}'
+                  for r in multidigits.REGIMES.values()))
   parser.add_argument(
-      '--method', default=DEFAULT_METHOD,
-      help='the balancing method: one of ' + ', '.join(methods_lib.names())
-      + '; pre-transforms (' + ', '.join(sorted(methods_lib.PRE_TRANSFORMS))
-      + ") go in front with '+', e.g. log_scaling+max_norm_weighting")
-  parser.add_argument('--compare', nargs='+', metavar='METHOD',
-                      help="train several methods (or 'all') into one table; "
-                      'overrides --method')
-  parser.add_argument('--seeds', type=int, default=1,
-                      help='number of seeds per method: seed, seed+1, ...')
-  parser.add_argument('--seed', type=int, default=0, help='first seed')
-  defaults = Config()
-  parser.add_argument('--steps', type=int, default=defaults.steps)
-  parser.add_argument('--batch-size', type=int, default=defaults.batch_size)
-  parser.add_argument('--lr', type=float, default=defaults.lr,
-                      help="Adam's learning rate")
-  parser.add_argument('--out', default='runs/multidigits',
-                      help='output folder (tables, plots, baseline cache)')
+      '--method', default=DEFAULT_METHOD, metavar='SPEC',
+      help="the balancing method, with keyword hyper-parameters and "
+      "pre-transforms, e.g. 'cagrad(c=0.4)', 'log_scaling+mgda', "
+      "'fixed_weighting(weights=[1, 0.1, 10])'")
+  parser.add_argument(
+      '--compare', nargs='+', metavar='SPEC',
+      help="train several methods (or 'all') into one table; replaces "
+      '--method and tunes every learning rate on the validation split')
+  parser.add_argument(
+      '--regime', nargs='+', default=['multidigits'], metavar='NAME',
+      help="benchmark regimes (or 'all'): "
+      + ', '.join(multidigits.REGIMES))
+  parser.add_argument('--seeds', type=cli.positive_int, default=3,
+                      help='seeds per row: seed, seed+1, ...')
+  parser.add_argument('--seed', type=cli.non_negative_int, default=0,
+                      help='the first seed')
+  parser.add_argument('--steps', type=cli.positive_int, default=600,
+                      help='training steps')
+  parser.add_argument('--batch-size', type=cli.positive_int, default=64,
+                      help='images per step')
+  parser.add_argument('--hidden', type=cli.positive_int, default=64,
+                      help='width of the shared trunk and of the heads')
+  parser.add_argument(
+      '--lr', type=cli.positive_float, nargs='+', default=None,
+      help="Adam's learning rate; several values are a grid, tuned per row "
+      'on the validation split (default: '
+      + ' '.join(f'{lr:g}' for lr in DEFAULT_LR) + '; with --compare: '
+      + ' '.join(f'{lr:g}' for lr in COMPARE_LRS) + ')')
+  parser.add_argument('--eval-every', type=cli.positive_int, default=50,
+                      help='steps between two evaluations of the '
+                      'validation and test metrics')
+  parser.add_argument('--out', default='runs',
+                      help='root of the run folders: each run writes a new '
+                      '<out>/<regime>/<time> folder, never overwriting one')
+  parser.add_argument('--cache-dir', default=os.path.join('runs', 'cache'),
+                      help='where the baselines are cached, keyed by a hash '
+                      'of their settings; shared by every --out')
+  parser.add_argument('--no-plots', action='store_true',
+                      help='write the tables only')
   parser.add_argument('--no-progress', action='store_true',
-                      help='hide the progress bars')
+                      help='print nothing while training')
   args = parser.parse_args(argv)
-  if args.compare:
-    args.methods = (methods_lib.names() if args.compare == ['all']
-                    else args.compare)
-  else:
-    args.methods = [args.method]
-  for name in args.methods:
+
+  specs = args.compare or [args.method]
+  if specs == ['all']:
+    specs = list(methods_lib.ALL)
+  elif 'all' in specs:
+    parser.error("--compare: 'all' cannot be mixed with method names")
+  canonical = []
+  for spec in specs:
     try:
-      methods_lib.check(name)
+      name = methods_lib.canonical(spec)
     except ValueError as error:
-      parser.error(str(error))
+      parser.error(f'--method/--compare: {error}')
+    if name not in canonical:
+      canonical.append(name)
+  args.specs = canonical
+  if args.regime == ['all']:
+    args.regime = list(multidigits.REGIMES)
+  for name in args.regime:
+    if name not in multidigits.REGIMES:
+      parser.error(f'--regime: unknown regime {name!r}; choose from '
+                   + ', '.join(multidigits.REGIMES) + ' or all')
+  args.regime = list(dict.fromkeys(args.regime))
+  if args.lr is None:
+    args.lr = list(COMPARE_LRS if args.compare else DEFAULT_LR)
+  args.lr = sorted(set(args.lr))
+  if args.eval_every > args.steps:
+    args.eval_every = args.steps
+  cli.check_writable_dir(args.out, '--out')
+  cli.check_writable_dir(args.cache_dir, '--cache-dir')
+  # The factories check their hyper-parameters' values: this imports JAX,
+  # after --help and the cheap checks.
+  for spec in args.specs:
+    try:
+      methods_lib.check(spec, NUM_TASKS)
+    except ValueError as error:
+      parser.error(f'--method/--compare: {error}')
   return args
+
+
+class Progress:
+  """Progress of one group: a tqdm bar on a terminal, plain lines otherwise."""
+
+  def __init__(self, label: str, steps: int, enabled: bool):
+    self.label, self.steps, self.enabled = label, steps, enabled
+    self.terminal = enabled and sys.stdout.isatty()
+    self.bar, self.start, self.last_line = None, 0.0, -1
+
+  def __call__(self, event, value=None):
+    if not self.enabled:
+      return
+    if event == 'compiling':
+      if self.terminal:
+        import tqdm  # pylint: disable=g-import-not-at-top
+        self.bar = tqdm.tqdm(total=self.steps, desc=self.label, leave=False,
+                             dynamic_ncols=True, file=sys.stdout)
+        self.bar.set_postfix_str('compiling…')
+      else:
+        print(f'{self.label}: compiling…', flush=True)
+    elif event == 'compiled':
+      self.start = time.perf_counter()
+      if self.terminal:
+        self.bar.set_postfix_str(f'compiled in {value:.1f} s')
+      else:
+        print(f'{self.label}: compiled in {value:.1f} s', flush=True)
+    else:
+      losses = 'loss ' + ', '.join(
+          f'{name} {loss:.3g}' for name, loss in zip(
+              (task.name for task in multidigits.TASKS), value))
+      if self.terminal:
+        self.bar.update(event - self.bar.n)
+        self.bar.set_postfix_str(losses)
+        if event >= self.steps:
+          self.bar.close()
+      else:
+        tenth = event * 5 // self.steps  # A line per fifth of the run.
+        if tenth != self.last_line or event >= self.steps:
+          self.last_line = tenth
+          print(f'{self.label}: step {event}/{self.steps}, {losses} '
+                f'({time.perf_counter() - self.start:.1f} s)', flush=True)
+
+
+def _settings_hash(settings: dict) -> str:
+  text = json.dumps(settings, sort_keys=True)
+  return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _group_record(members, configs, tasks, history) -> dict:
+  return {'config': configs, 'task': tasks,
+          'lr': [float(lr) for lr in members.lr],
+          'seed': [int(seed) for seed in members.seed],
+          'val': history.val_metrics.tolist(),
+          'test': history.test_metrics.tolist(),
+          'eval_steps': history.eval_steps.tolist(),
+          'seconds': history.train_seconds}
+
+
+def _as_config(config) -> tuple:
+  lr, weights = config
+  return (float(lr), None if weights is None else tuple(weights))
+
+
+def cached_group(kind: str, spec: str, members, configs, tasks, data, regime,
+                 args, *, progress: bool) -> dict:
+  """A baseline group from the cache, or trained and cached.
+
+  The key hashes everything that decides the result: the group, the regime,
+  the training settings, the data sizes and ``CACHE_VERSION``.
+  """
+  import engine  # pylint: disable=g-import-not-at-top
+  settings = {'kind': kind, 'spec': spec, 'regime': regime._asdict(),
+              'members': [members.seed.tolist(), members.lr.tolist(),
+                          members.weights.tolist()],
+              'steps': args.steps, 'batch_size': args.batch_size,
+              'hidden': args.hidden, 'eval_every': args.eval_every,
+              'data': [len(split.digit_sum) for split in data],
+              'version': CACHE_VERSION}
+  path = os.path.join(args.cache_dir, f'{kind}-{_settings_hash(settings)}.json')
+  if os.path.exists(path):
+    with open(path) as file:
+      record = json.load(file)
+    if progress:
+      print(f'[{regime.name}] {kind}: cached ({path})', flush=True)
+  else:
+    history = engine.train_group(
+        spec, members, data, regime, steps=args.steps,
+        batch_size=args.batch_size, hidden=args.hidden,
+        eval_every=args.eval_every,
+        progress=Progress(f'[{regime.name}] {kind} ({len(members.seed)} '
+                          'networks)', args.steps, progress))
+    record = _group_record(members, configs, tasks, history)
+    record['settings'] = settings
+    os.makedirs(args.cache_dir, exist_ok=True)
+    temporary = f'{path}.{os.getpid()}.tmp'
+    with open(temporary, 'w') as file:
+      json.dump(record, file)
+    os.replace(temporary, path)  # Atomic: a reader never sees half a file.
+  record['config'] = [_as_config(config) for config in record['config']]
+  return record
+
+
+def weightings(initial_losses) -> list[tuple]:
+  """The fixed weightings of the tuned grid: equal, 1/L₀ and 1/√L₀.
+
+  The usual hand-tuning heuristics: equal weights, weights that equalise
+  the initial losses, and the geometric middle; each sums to T.
+  """
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  losses = np.maximum(np.asarray(initial_losses, np.float64), 1e-12)
+  grid = [np.ones(NUM_TASKS), 1.0 / losses, 1.0 / np.sqrt(losses)]
+  return [tuple(float(w) for w in NUM_TASKS * g / g.sum()) for g in grid]
+
+
+def run_regime(regime, specs, data, args, seeds, *, progress: bool) -> dict:
+  """Trains the baselines and ``specs`` on one regime; returns its rows."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  import engine  # pylint: disable=g-import-not-at-top
+  import report  # pylint: disable=g-import-not-at-top
+  lrs = args.lr
+  eye = np.eye(NUM_TASKS, dtype=np.float32)
+
+  def members(entries):
+    seed, lr, weights = zip(*entries)
+    return engine.Members(np.asarray(seed, np.int32),
+                          np.asarray(lr, np.float32),
+                          np.asarray(weights, np.float32))
+
+  # Single-task: network (t, lr, seed) steps on task t's gradient alone.
+  entries = [(seed, lr, eye[t]) for t in range(NUM_TASKS) for lr in lrs
+             for seed in seeds]
+  stl_group = cached_group(
+      'single_task', 'fixed_weighting', members(entries),
+      [(lr, tuple(w.tolist())) for _, lr, w in entries],
+      [int(np.argmax(w)) for _, _, w in entries], data, regime, args,
+      progress=progress)
+  single_task = report.select_single_task(stl_group, lrs, seeds)
+
+  grid = weightings(engine.initial_losses(data, regime, args.hidden))
+  entries = [(seed, lr, w) for w in grid for lr in lrs for seed in seeds]
+  grid_group = cached_group(
+      'fixed_grid', 'fixed_weighting', members(entries),
+      [(lr, w) for _, lr, w in entries], [-1] * len(entries), data, regime,
+      args, progress=progress)
+  rows = {}
+  equal_keys = [(float(np.float32(lr)), grid[0]) for lr in lrs]
+  all_keys = [(float(np.float32(lr)), w) for w in grid for lr in lrs]
+  grid_group['config'] = [(float(np.float32(lr)), w)
+                          for lr, w in grid_group['config']]
+  for name, keys in ((report.EQUAL, equal_keys), (report.FIXED, all_keys)):
+    rows[name] = report.select(grid_group, keys, single_task)
+    rows[name]['seconds'] = grid_group['seconds']
+    rows[name]['config'] = (rows[name]['config'][0],
+                            None if name == report.EQUAL
+                            else rows[name]['config'][1])
+  weight_curves = {}
+  for spec in specs:
+    entries = [(seed, lr, np.ones(NUM_TASKS)) for lr in lrs for seed in seeds]
+    group_members = members(entries)
+    history = engine.train_group(
+        spec, group_members, data, regime, steps=args.steps,
+        batch_size=args.batch_size, hidden=args.hidden,
+        eval_every=args.eval_every,
+        progress=Progress(f'[{regime.name}] {spec} ({len(entries)} networks)',
+                          args.steps, progress))
+    group = _group_record(group_members,
+                          [(float(lr), None) for lr in group_members.lr],
+                          [-1] * len(entries), history)
+    row = report.select(group, [(float(np.float32(lr)), None) for lr in lrs],
+                        single_task)
+    row['seconds'] = history.train_seconds
+    row['compile_seconds'] = history.compile_seconds
+    rows[spec] = row
+    chosen = row['members']
+    weight_curves[spec] = (history.state_weights[chosen].mean(axis=0),
+                           history.effective_weights[chosen].mean(axis=0))
+  report.compare_to_equal(rows)
+  return {'regime': {**regime._asdict(), 'weightings': grid},
+          'single_task': single_task, 'rows': rows,
+          'eval_steps': np.asarray(stl_group['eval_steps']),
+          'weight_curves': weight_curves}
 
 
 def main(argv=None) -> dict:
   args = parse_args(argv)
-  config = Config(steps=args.steps, batch_size=args.batch_size, lr=args.lr)
-  seeds = list(range(args.seed, args.seed + args.seeds))
   command = 'python examples/train.py ' + ' '.join(
-      sys.argv[1:] if argv is None else argv)
-  result = compare(args.methods, seeds, config, args.out,
-                   command=command.strip(), progress=not args.no_progress)
-  print(result['table'])
+      _quote(arg) for arg in (sys.argv[1:] if argv is None else argv))
+  folder = ('all' if len(args.regime) == len(multidigits.REGIMES)
+            else '+'.join(args.regime))
+  run_dir = cli.new_run_dir(os.path.join(args.out, folder))
+  progress = not args.no_progress
+  if progress:
+    print(f'Writing to {run_dir}', flush=True)
+  import report  # pylint: disable=g-import-not-at-top
+  start = time.perf_counter()
+  data = multidigits.load()
+  seeds = list(range(args.seed, args.seed + args.seeds))
+  results = [run_regime(multidigits.REGIMES[name], args.specs, data, args,
+                        seeds, progress=progress) for name in args.regime]
+  seconds = time.perf_counter() - start
+  settings = (f'{args.steps} steps, batch {args.batch_size}, trunk and heads '
+              f'{args.hidden} wide, Adam with learning rates '
+              f'{", ".join(f"{lr:g}" for lr in args.lr)}, seeds {seeds}; '
+              f'{len(data.train.digit_sum)} training / '
+              f'{len(data.val.digit_sum)} validation / '
+              f'{len(data.test.digit_sum)} test images (12×12 MultiDigits); '
+              'fixed-weight grid: equal, 1/L₀ and 1/√L₀ (L₀: initial losses), '
+              'each summing to 3.')
+  table = report.markdown(results, command=command.strip(),
+                          settings=settings, seconds=seconds)
+  paths = report.write_tables(run_dir, results, table,
+                              {'command': command.strip(),
+                               'machine': report.versions(),
+                               'settings': settings, 'seconds': seconds})
+  with open(os.path.join(run_dir, 'plot_data.pkl'), 'wb') as file:
+    pickle.dump(results, file)  # `python examples/report.py DIR` redraws.
+  if not args.no_plots:
+    paths += report.plot_all(run_dir, results)
+  print(table)
   print('Wrote:')
-  for path in result['paths']:
+  for path in paths:
     print('  ' + path)
-  return result
+  return {'results': results, 'paths': paths, 'run_dir': run_dir,
+          'table': table}
+
+
+def _quote(arg: str) -> str:
+  """``arg`` as a shell reads it back (readable quotes where they suffice)."""
+  if not any(c in arg for c in ' ()\'"+[]=,;$`\\*?<>|&'):
+    return arg
+  if "'" not in arg:
+    return f"'{arg}'"
+  if not any(c in arg for c in '"$`\\'):
+    return f'"{arg}"'
+  return shlex.quote(arg)
 
 
 if __name__ == '__main__':

@@ -26,15 +26,12 @@ from mtl_optax._src.engine import value_and_gramian
 from mtl_optax._src.gramian import gramian
 from mtl_optax._src.gramian import weighted_sum
 from mtl_optax._src.mgda_ub import representation_balanced_grads
-from mtl_optax._src.min_norm import min_norm_weights
 from mtl_optax._src.solvers.min_norm import min_norm_weights
 from mtl_optax._src.task_grads import value_and_task_grads
 
 # Transformations over the stacked per-task gradients, states and helpers
 # of the methods.
 from mtl_optax._src.methods.cosmos import cosmos_value
-from mtl_optax._src.methods.db_mtl import DBMTLState
-from mtl_optax._src.methods.db_mtl import db_mtl
 from mtl_optax._src.methods.dwa import DWAState
 from mtl_optax._src.methods.excess_mtl import ExcessMTLState
 from mtl_optax._src.methods.excess_mtl import excess_mtl

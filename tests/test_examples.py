@@ -1,4 +1,7 @@
-"""The MultiDigits example: the data builder, Δp, the methods table, the trainer."""
+"""The MultiDigits example: data, Δp, statistics, method specs, regimes.
+
+The command line and the trainer's outputs are tested in test_trainer_cli.py.
+"""
 
 import json
 import math
@@ -17,12 +20,12 @@ sys.path.insert(0, EXAMPLES)
 import methods  # pylint: disable=g-import-not-at-top,wrong-import-position
 import multidigits  # pylint: disable=g-import-not-at-top,wrong-import-position
 import report  # pylint: disable=g-import-not-at-top,wrong-import-position
-import train  # pylint: disable=g-import-not-at-top,wrong-import-position
+import stats  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
 @pytest.fixture(scope='module')
 def small_data():
-  return multidigits.load(num_train=64, num_test=32)
+  return multidigits.load(num_train=64, num_val=16, num_test=32)
 
 
 def test_compose_places_digits_and_takes_max_on_overlap():
@@ -59,12 +62,12 @@ def test_labels_and_pixels_come_from_the_source_digits(small_data):
   assert small_data.train.images.dtype == np.float32
 
 
-def test_train_and_test_use_disjoint_source_digits(small_data):
-  train_sources = set(small_data.train.top_left_source) | set(
-      small_data.train.bottom_right_source)
-  test_sources = set(small_data.test.top_left_source) | set(
-      small_data.test.bottom_right_source)
-  assert not train_sources & test_sources
+def test_train_validation_and_test_use_disjoint_source_digits(small_data):
+  sources = [set(split.top_left_source) | set(split.bottom_right_source)
+             for split in small_data]
+  assert not sources[0] & sources[1]
+  assert not sources[0] & sources[2]
+  assert not sources[1] & sources[2]
 
 
 def test_delta_p_matches_a_hand_computation():
@@ -74,51 +77,139 @@ def test_delta_p_matches_a_hand_computation():
       pytest.approx(-55.0))
   assert report.delta_p([1.1, 0.5], [1.0, 1.0], [True, False]) == (
       pytest.approx(30.0))
+  # Leading axes are seeds: one Δp per row.
+  np.testing.assert_allclose(
+      report.delta_p([[0.9, 2.0], [1.1, 0.5]], [1.0, 1.0], [True, False]),
+      [-55.0, 30.0])
+
+
+def test_t_quantiles_match_closed_forms():
+  # df = 2: F(t) = 1/2 + t / (2 √(2 + t²)); F = 0.975 gives t² = 1.805 /
+  # 0.0975, t = 4.302652729911275 (also the printed t-tables' value).
+  assert stats.t_quantile(0.975, 2) == pytest.approx(4.302652729911275,
+                                                     rel=1e-8)
+  # df = 1 is Cauchy: F(t) = 1/2 + atan(t)/π, so F(1) = 3/4.
+  assert stats.t_cdf(1.0, 1) == pytest.approx(0.75, rel=1e-12)
+  assert stats.t_cdf(-1.0, 1) == pytest.approx(0.25, rel=1e-12)
+  # Large df tends to the normal: t_{0.975} → 1.959964.
+  assert stats.t_quantile(0.975, 1e7) == pytest.approx(1.959964, rel=1e-5)
+
+
+def test_mean_interval_by_hand():
+  # [1, 2, 3]: mean 2, s = 1, half-width t_{0.975, 2} · 1/√3.
+  interval = stats.mean_interval([1.0, 2.0, 3.0])
+  assert interval.mean == pytest.approx(2.0)
+  assert interval.half_width == pytest.approx(4.302652729911275 / math.sqrt(3),
+                                              rel=1e-8)
+  assert math.isnan(stats.mean_interval([5.0]).half_width)
+
+
+def test_welch_by_hand():
+  # a = [0, 2], b = [3, 5]: s² = 2 each, v = s²/n = 1 each, t = −3/√2,
+  # df = (1 + 1)² / (1/1 + 1/1) = 2, and with F for df = 2 (above) the
+  # two-sided p = 1 − |t|/√(2 + t²) = 1 − (3/√2)/√6.5.
+  test = stats.welch([0.0, 2.0], [3.0, 5.0])
+  assert test.t == pytest.approx(-3 / math.sqrt(2))
+  assert test.df == pytest.approx(2.0)
+  assert test.p == pytest.approx(1 - (3 / math.sqrt(2)) / math.sqrt(6.5),
+                                 rel=1e-9)
+  # Unequal sizes and spreads: a = [1, 2, 3] (v = 1/3), b = [0, 4] (v = 4):
+  # df = (13/3)² / ((1/3)²/2 + 4²/1) = (169/9) / (1/18 + 16) = 338/289.
+  assert stats.welch([1.0, 2.0, 3.0], [0.0, 4.0]).df == pytest.approx(
+      338 / 289)
+  assert math.isnan(stats.welch([1.0], [2.0, 3.0]).p)
 
 
 def test_every_public_method_is_in_the_methods_table():
   helpers = {'balancer', 'gramian', 'weighted_sum', 'value_and_task_grads',
              'representation_balanced_grads', 'min_norm_weights',
-             'fixed_weighting'}  # fixed_weighting trains the STL baselines.
+             'balancer_factory', 'last_weights', 'weigh_losses',
+             'value_and_gramian', 'value_and_balanced_grad', 'cross_gramian',
+             'cross_balancer', 'cross_balancer_factory', 'stch_value',
+             'cosmos_value', 'pbi_value',
+             # A combinator: its argument is a weighting, not a literal.
+             'smoothed'}
   public = {name for name in dir(mtl) if name[0].islower()
             and not name.startswith('_') and callable(getattr(mtl, name))}
   listed = set(methods.BALANCERS) | set(methods.PRE_TRANSFORMS)
   assert public - helpers - listed == set()
+  assert listed <= public
 
 
-def test_method_names_compose_and_reject_unknown_pieces():
+def test_every_spec_of_compare_all_builds():
+  for spec in methods.ALL:
+    assert methods.canonical(spec) == spec
+    methods.check(spec, 3)
+
+
+def test_method_specs_parse_compose_and_reject_unknown_pieces():
+  assert methods.canonical('log_scaling + cagrad( c = 0.4 )') == (
+      'log_scaling+cagrad(c=0.4)')
+  assert methods.parse("mgda(normalization='loss+')")[0].kwargs == (
+      ('normalization', 'loss+'),)
   chained = methods.make('log_scaling+equal_weighting', 2)
   updates, _ = chained.update(np.array([[2.0, 0.0], [0.0, 8.0]], np.float32),
                               chained.init(np.zeros(2, np.float32)),
                               task_losses=np.array([2.0, 4.0], np.float32))
   # g_t / L_t summed: [1, 0] + [0, 2].
   np.testing.assert_allclose(updates, [1.0, 2.0], rtol=1e-6)
+  fixed = methods.make('fixed_weighting(weights=[0.25, 2.0])', 2)
+  updates, _ = fixed.update(np.array([[4.0, 0.0], [0.0, 1.0]], np.float32),
+                            fixed.init(np.zeros(2, np.float32)))
+  np.testing.assert_allclose(updates, [1.0, 2.0])  # 0.25·4, 2·1
   with pytest.raises(ValueError, match='unknown balancer'):
-    methods.check('log_scaling+nope')
-  with pytest.raises(ValueError, match='unknown pre-transforms'):
-    methods.check('nope+mgda')
+    methods.parse('log_scaling+nope')
+  with pytest.raises(ValueError, match='unknown pre-transform'):
+    methods.parse('nope+mgda')
+  with pytest.raises(ValueError, match="no hyper-parameter 'cc'"):
+    methods.check('cagrad(cc=1.0)', 3)
+  with pytest.raises(ValueError, match='needs weights'):
+    methods.check('fixed_weighting', 3)
+  methods.check('fixed_weighting', 3, weights_given=True)
 
 
-def test_trainer_writes_table_json_and_plots(tmp_path):
-  result = train.main(['--compare', 'equal_weighting', 'db_mtl',
-                       '--steps', '40', '--batch-size', '64',
-                       '--out', str(tmp_path), '--no-progress'])
-  for name in ('results.md', 'results.json', 'losses.png', 'weights.png',
-               'single_task_cache.json'):
-    assert (tmp_path / name).stat().st_size > 0
-  with open(tmp_path / 'results.json') as file:
-    summary = json.load(file)
-  assert set(summary['methods']) == {'equal_weighting', 'db_mtl'}
-  for row in summary['methods'].values():
-    assert all(math.isfinite(value) for value in row['metrics_mean'])
-    assert math.isfinite(row['delta_p_mean'])
-  table = (tmp_path / 'results.md').read_text()
-  assert '| db_mtl |' in table and 'single-task (STL)' in table
-  for losses, weights in result['curves'].values():
-    assert losses.shape == (40, 3) and np.all(np.isfinite(weights))
-    # Cross-entropy and the summed loss went down over 40 Adam steps.
-    assert losses[-5:, 0].mean() < losses[:5, 0].mean()
-    assert losses[-5:].sum(axis=1).mean() < losses[:5].sum(axis=1).mean()
-  # Equal weighting's least-squares weights are its own: all ones.
-  np.testing.assert_allclose(result['curves']['equal_weighting'][1], 1.0,
-                             rtol=1e-3)
+def test_regimes_scale_losses_and_mask_the_trunk(small_data):
+  import engine  # pylint: disable=g-import-not-at-top
+  import model  # pylint: disable=g-import-not-at-top
+  from flax import nnx  # pylint: disable=g-import-not-at-top
+  base = multidigits.REGIMES['multidigits']
+  scaled = multidigits.REGIMES['loss_scales']
+  plain = engine.initial_losses(small_data, base, 16)
+  np.testing.assert_allclose(engine.initial_losses(small_data, scaled, 16),
+                             plain * np.asarray(scaled.loss_scales), rtol=1e-5)
+  # At initialisation the cross-entropy of 10 classes is near log 10.
+  assert abs(plain[0] - math.log(10)) < 0.5
+  # A trunk mask of zeros leaves the heads only their biases.
+  network = model.MultiDigitsNet(hidden=16, rngs=nnx.Rngs(0))
+  outputs = network(small_data.train.images[:4], trunk_mask=np.zeros(16))
+  np.testing.assert_allclose(outputs[0], np.broadcast_to(
+      network.heads[0].bias[...], (4, 10)))
+  arrays = engine.regime_arrays(multidigits.REGIMES['bottleneck'], 16)
+  np.testing.assert_array_equal(arrays['trunk_mask'],
+                                [1.0] * 6 + [0.0] * 10)
+
+
+def test_fixed_weight_grid_by_hand():
+  import train  # pylint: disable=g-import-not-at-top
+  # L₀ = (1, 4, 16): 1/L₀ ∝ (16, 4, 1)/16 and 1/√L₀ ∝ (4, 2, 1)/4, each
+  # rescaled to sum to T = 3.
+  equal, inverse, root = train.weightings([1.0, 4.0, 16.0])
+  np.testing.assert_allclose(equal, [1.0, 1.0, 1.0])
+  np.testing.assert_allclose(inverse, np.array([16.0, 4.0, 1.0]) * 3 / 21)
+  np.testing.assert_allclose(root, np.array([4.0, 2.0, 1.0]) * 3 / 7)
+
+
+def test_selection_uses_validation_not_test():
+  # Two learning rates × two seeds of one task-agnostic group: lr 0.1 wins
+  # on validation (Δp 0 vs −50 %) but loses on test; selection must pick it.
+  single_task = {'val_reference': np.array([1.0, 1.0, 1.0]),
+                 'test_reference': np.array([1.0, 1.0, 1.0])}
+  good_val = np.ones((1, 3))
+  bad_val = np.array([[0.5, 1.5, 1.5]])
+  group = {'config': [(0.1, None), (0.1, None), (0.2, None), (0.2, None)],
+           'val': np.stack([good_val, good_val, bad_val, bad_val]),
+           'test': np.stack([bad_val, bad_val, good_val, good_val])}
+  row = report.select(group, [(0.1, None), (0.2, None)], single_task)
+  assert row['config'] == (0.1, None)
+  assert row['val_delta_p'] == pytest.approx(0.0)
+  np.testing.assert_allclose(row['delta_p_per_seed'], [-50.0, -50.0])

@@ -17,10 +17,43 @@ in ``lax.scan``.
   python examples/reproduce/logse_synthetic.py
 """
 
-import argparse
-import json
 import os
 import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import cli  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+
+def parse_args(argv=None):
+  """Parses and checks the options; a bad one exits with one line and 2."""
+  parser = cli.Parser(prog=os.path.basename(__file__),
+                      description=__doc__.split('\n')[0])
+  parser.add_argument('--seeds', type=cli.positive_int, default=5,
+                      help='seeds per method')
+  parser.add_argument('--epochs', type=cli.positive_int, default=30,
+                      help='training epochs')
+  parser.add_argument('--points', type=cli.positive_int, default=4000,
+                      help='points drawn, split 70/10/20 into train, '
+                      'validation and test (at least 20)')
+  parser.add_argument('--batch-size', type=cli.positive_int, default=64,
+                      help='points per step')
+  parser.add_argument('--lr', type=cli.positive_float, default=1e-3,
+                      help="Adam's learning rate")
+  parser.add_argument('--out', default=os.path.join(
+      os.path.dirname(os.path.abspath(__file__)), 'results'),
+                      help='folder of the table, JSON and plot')
+  args = parser.parse_args(argv)
+  if args.points < 20:
+    parser.error(f'--points: at least 20, got {args.points}')
+  cli.check_writable_dir(args.out, '--out')
+  return args
+
+
+if __name__ == '__main__':
+  ARGS = parse_args()  # --help and bad options end here, before JAX loads.
+
+# pylint: disable=g-import-not-at-top,wrong-import-position,wrong-import-order
+import json
 import time
 
 import jax
@@ -318,15 +351,7 @@ def plot(results, path):
   pyplot.close(figure)
 
 
-def main():
-  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  parser.add_argument('--seeds', type=int, default=5)
-  parser.add_argument('--epochs', type=int, default=30)
-  parser.add_argument('--points', type=int, default=4000)
-  parser.add_argument('--batch-size', type=int, default=64)
-  parser.add_argument('--lr', type=float, default=1e-3)
-  parser.add_argument('--out', default=os.path.join(HERE, 'results'))
-  args = parser.parse_args()
+def main(args):
   start = time.perf_counter()
   results = run(args)
   seconds = time.perf_counter() - start
@@ -345,4 +370,4 @@ def main():
 
 
 if __name__ == '__main__':
-  main()
+  main(ARGS)

@@ -29,10 +29,38 @@ below 1e-3).
   python examples/reproduce/xor_and.py
 """
 
-import argparse
-import json
 import os
 import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import cli  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+
+def parse_args(argv=None):
+  """Parses and checks the options; a bad one exits with one line and 2."""
+  parser = cli.Parser(prog=os.path.basename(__file__),
+                      description=__doc__.split('\n')[0])
+  parser.add_argument('--seeds', type=cli.positive_int, default=50,
+                      help='runs per method and protocol')
+  parser.add_argument('--epochs', type=cli.positive_int, default=3000,
+                      help='epoch cap of a run')
+  parser.add_argument('--lr', type=cli.positive_float, default=0.05,
+                      help="SGD's learning rate")
+  parser.add_argument('--momentum', type=cli.unit_float, default=0.9,
+                      help="SGD's momentum, in [0, 1)")
+  parser.add_argument('--out', default=os.path.join(
+      os.path.dirname(os.path.abspath(__file__)), 'results'),
+                      help='folder of xor_and.md and xor_and.json')
+  args = parser.parse_args(argv)
+  cli.check_writable_dir(args.out, '--out')
+  return args
+
+
+if __name__ == '__main__':
+  ARGS = parse_args()  # --help and bad options end here, before JAX loads.
+
+# pylint: disable=g-import-not-at-top,wrong-import-position,wrong-import-order
+import json
 import time
 
 import jax
@@ -269,14 +297,7 @@ def discussion(results) -> str:
       'little except for the slowest-converging rows.')
 
 
-def main():
-  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  parser.add_argument('--seeds', type=int, default=50)
-  parser.add_argument('--epochs', type=int, default=3000)
-  parser.add_argument('--lr', type=float, default=0.05)
-  parser.add_argument('--momentum', type=float, default=0.9)
-  parser.add_argument('--out', default=os.path.join(HERE, 'results'))
-  args = parser.parse_args()
+def main(args):
   start = time.perf_counter()
   results = run(args)
   seconds = time.perf_counter() - start
@@ -292,4 +313,4 @@ def main():
 
 
 if __name__ == '__main__':
-  main()
+  main(ARGS)
