@@ -1,7 +1,6 @@
 """Equal weighting: the plain sum (or mean) of the task gradients."""
 
 import jax.numpy as jnp
-import optax
 
 from mtl_optax._src import base
 

@@ -1,7 +1,5 @@
 """LogSE: the log of each task's loss, from Kendall's likelihood with σ² = L."""
 
-import jax.numpy as jnp
-
 from mtl_optax._src import base
 from mtl_optax._src import numerics
 
