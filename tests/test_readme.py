@@ -9,6 +9,7 @@ one-backward (loss path) block, whose API is being redesigned, may be.
 import doctest
 import pathlib
 import re
+import textwrap
 from typing import NamedTuple
 
 import pytest
@@ -43,7 +44,8 @@ def python_blocks(path: pathlib.Path) -> list[Block]:
       index += 1
     previous = lines[start - 1].strip() if start else ''
     marker = NOT_RUN.fullmatch(previous)
-    code = '\n'.join(lines[start + 1:index]) + '\n'
+    # A block inside a list item is indented like the item.
+    code = textwrap.dedent('\n'.join(lines[start + 1:index]) + '\n')
     blocks.append(Block(path, start + 1, code,
                         marker.group(1) if marker else None))
     index += 1
