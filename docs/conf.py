@@ -31,7 +31,7 @@ extensions = [
     'sphinx.ext.viewcode',
 ]
 source_suffix = {'.md': 'markdown', '.rst': 'restructuredtext'}
-exclude_patterns = ['_build', 'README.md']
+exclude_patterns = ['_build']
 root_doc = 'index'
 
 myst_enable_extensions = ['dollarmath', 'amsmath', 'colon_fence', 'deflist']
@@ -94,6 +94,8 @@ def generate_api_pages() -> None:
   groups = {'method': [], 'building block': [], 'class': [], 'weighting': []}
   for name in mtl_optax.__all__:
     obj = getattr(mtl_optax, name)
+    if inspect.ismodule(obj):  # e.g. `weightings`: its own section below
+      continue
     page = f'mtl_optax.{name}'
     wanted.add(page + '.md')
     _write(API / (page + '.md'), _page(page, obj, name if name in methods
