@@ -18,7 +18,6 @@ a backward pass as 2 units, T gradients sharing one forward cost at least
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax import lax
 
 import common

@@ -18,7 +18,6 @@ import os
 import statistics
 import time
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
