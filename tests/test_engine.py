@@ -324,3 +324,22 @@ def test_engine_on_an_fsdp_mesh_equals_one_device():
   hlo = fn.lower(sharded_params, weighting.init(NUM_TASKS),
                  *sharded_args).compile().as_text()
   assert 'all-reduce' in hlo
+
+
+def test_engine_scales_task_specific_leaves_like_the_balancer():
+  """IMTL-L's head scaling (a weighting's specific_weights) on both paths."""
+  params, task_losses, args = _mlp()
+  task_specific = {'trunk': False, 'heads': True}
+  weighting = mtl.weightings.imtl(mode='hybrid', scale_task_specific=True)
+  tx = mtl.balancer(NUM_TASKS, weighting, task_specific=task_specific)
+  losses, task_grads = mtl.value_and_task_grads(task_losses)(params, *args)
+  state = tx.init(params)
+  # One step moves the log-scales away from 0, so the factors are not all 1.
+  _, state = tx.update(task_grads, state, params, task_losses=losses)
+  expected, _ = tx.update(task_grads, state, params, task_losses=losses)
+  _, grads, _ = mtl.value_and_balanced_grad(
+      task_losses, weighting, task_specific=task_specific)(
+          params, state.weighting_state, *args)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4,
+                                                       atol=1e-6),
+               grads, expected)

@@ -94,6 +94,14 @@ class Weighting(NamedTuple):
   specific_weights: Callable[[TaskStats, Any], jax.Array] | None = None
 
 
+def own_task_weights(weighting: Weighting, stats: TaskStats,
+                     state: Any) -> jax.Array:
+  """``[T]`` factors of each task's task-specific leaves (1 unless asked)."""
+  if weighting.specific_weights is None:
+    return jnp.ones([stats.num_tasks], jnp.float32)
+  return weighting.specific_weights(stats, state)
+
+
 class BalancerState(NamedTuple):
   """State of every :func:`balancer`: the last weights and the weighting's own.
 
@@ -480,11 +488,8 @@ def balancer(
       shared_finite = None
     stats = TaskStats(gram, scale, losses, num_tasks)
     weights, weighting_state = weighting.weigh(stats, state.weighting_state)
-    if weighting.specific_weights is None:
-      specific_weights = jnp.ones([num_tasks], jnp.float32)
-    else:
-      specific_weights = weighting.specific_weights(
-          stats, state.weighting_state)
+    specific_weights = own_task_weights(weighting, stats,
+                                        state.weighting_state)
     finite = inputs_finite if shared_finite is None else (
         inputs_finite & shared_finite)
     # Poisoning the T weights makes every output non-finite for free.

@@ -104,16 +104,19 @@ class _Linearised:
     gram = 0.5 * (gram + gram.T)  # Forward-mode round-off is not symmetric.
     return gram, largest
 
-  def combine(self, weights):
-    """``Σ_t w_t g_t`` on shared leaves and own-task gradients on the others."""
+  def combine(self, weights, specific_weights):
+    """``Σ_t w_t g_t`` on shared leaves, ``Σ_t s_t g_t`` on the others.
+
+    A task-specific leaf has one task's gradient only, so ``s = 1`` gives it
+    that gradient as is.
+    """
     dtype = self.losses.dtype
     if not self.specific:
       return self.vjp(weights.astype(dtype))[0], []
     cotangents = jnp.stack([weights.astype(dtype),
-                            jnp.ones([self.num_tasks], dtype)])
+                            specific_weights.astype(dtype)])
     shared, specific = jax.vmap(self.vjp)(cotangents)  # One batched pass.
     return [leaf[0] for leaf in shared], [leaf[1] for leaf in specific]
-    return shared, specific
 
 
 def value_and_gramian(
@@ -241,11 +244,14 @@ def value_and_balanced_grad(
       gram, scale = linear.gramian(chunk_size)
     else:
       gram = scale = None
-    weights, new_state = weighting.weigh(
-        base.TaskStats(gram, scale, losses, num_tasks), weighting_state)
+    stats = base.TaskStats(gram, scale, losses, num_tasks)
+    weights, new_state = weighting.weigh(stats, weighting_state)
+    specific_weights = base.own_task_weights(weighting, stats,
+                                             weighting_state)
     finite = numerics.all_finite(losses, gram, scale)
     weights = jnp.where(finite, weights, jnp.nan)
-    shared, specific = linear.combine(jax.lax.stop_gradient(weights))
+    shared, specific = linear.combine(
+        *jax.lax.stop_gradient((weights, specific_weights)))
     finite = finite & numerics.all_finite(*specific)
     if not weighting.reads_gram:  # The shared leaves were never checked.
       finite = finite & numerics.all_finite(*shared)
