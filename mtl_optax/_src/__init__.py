@@ -1,0 +1,1 @@
+"""Private implementation of mtl_optax; import from ``mtl_optax``."""
