@@ -99,6 +99,7 @@ def test_method_names_compose_and_reject_unknown_pieces():
     methods.check('nope+mgda')
 
 
+@pytest.mark.slow
 def test_trainer_writes_table_json_and_plots(tmp_path):
   result = train.main(['--compare', 'equal_weighting', 'db_mtl',
                        '--steps', '40', '--batch-size', '64',
