@@ -10,9 +10,12 @@ import pathlib
 import subprocess
 import sys
 
+import pytest
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 def test_quick_core_benchmark_writes_tables(tmp_path):
   subprocess.run(
       [sys.executable, str(ROOT / 'benchmarks' / 'run.py'), '--quick',

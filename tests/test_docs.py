@@ -12,15 +12,27 @@ PAGES = sorted((ROOT / 'docs').rglob('*.md'))
 PAGES = [p for p in PAGES if '_build' not in p.parts and 'api' not in p.parts]
 BLOCKS = [block for page in PAGES for block in python_blocks(page)]
 
+
 def test_every_method_page_has_a_doctested_example():
   for page in sorted((ROOT / 'docs' / 'methods').glob('*.md')):
     blocks = python_blocks(page)
     assert any(b.code.lstrip().startswith('>>>') for b in blocks), page
 
+
 def test_no_docs_block_is_left_out():
   assert [b.id for b in BLOCKS if b.not_run is not None] == []
 
-@pytest.mark.parametrize('block', BLOCKS, ids=lambda b: b.id)
+
+def _slow(block) -> bool:
+  """The guides' longer scripts run in the full suite only."""
+  return 'guides' in block.path.parts
+
+
+@pytest.mark.parametrize(
+    'block',
+    [pytest.param(b, marks=pytest.mark.slow) if _slow(b) else b
+     for b in BLOCKS],
+    ids=lambda b: b.id)
 def test_docs_block_runs(block, capsys):
   run_block(block)
   capsys.readouterr()

@@ -50,7 +50,8 @@ def _is_head(params):
 # value_and_task_grads
 
 
-@pytest.mark.parametrize('chunk_size', [None, 1, 2, 3, 5])
+@pytest.mark.parametrize('chunk_size', [None] + [
+    pytest.param(size, marks=pytest.mark.slow) for size in (1, 2, 3, 5)])
 def test_task_grads_equal_separate_grads_on_nnx_model(chunk_size):
   _, params, task_losses, x, y = _three_heads_problem()
   fn = jax.jit(mtl.value_and_task_grads(task_losses, chunk_size=chunk_size))

@@ -87,7 +87,9 @@ BALANCERS = {
 }
 
 
-@pytest.mark.parametrize('name', sorted(BALANCERS))
+@pytest.mark.parametrize('name', [
+    name if name == 'mgda' else pytest.param(name, marks=pytest.mark.slow)
+    for name in sorted(BALANCERS)])
 def test_equals_brute_force_for_every_balancer(name):
   balancer = BALANCERS[name]()
   problem = _problem()

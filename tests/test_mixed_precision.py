@@ -77,6 +77,7 @@ def test_gramian_of_bf16_gradients_accumulates_in_float32():
                              matrix @ matrix.T, rtol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('name', CHECKED)
 def test_bf16_gradients_give_bf16_updates_close_to_float32(name):
   grads, losses = _problem()

@@ -202,6 +202,7 @@ def test_float_hyperparameters_work_under_inject_hyperparams(method):
   np.testing.assert_allclose(_flat(updates), expected, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('method', CASES)
 def test_composes_with_multisteps_after_the_balancer(method):
   tx = optax.chain(method.make(NUM_TASKS),
@@ -324,7 +325,8 @@ def test_degenerate_losses_give_finite_updates(method):
 
 
 @pytest.mark.parametrize('method', CASES)
-@pytest.mark.parametrize('num_tasks', [1, 512])
+@pytest.mark.parametrize(
+    'num_tasks', [1, pytest.param(512, marks=pytest.mark.slow)])
 def test_extreme_task_counts(method, num_tasks):
   # The fewest tasks a method accepts (Krum needs f + 3); fewer are rejected.
   num_tasks = max(num_tasks, method.min_tasks)
@@ -369,6 +371,7 @@ def test_non_finite_input_skips_and_leaves_state_untouched(method):
     _assert_same_tree(_key_data(state), _key_data(expected_state))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('method', CASES)
 def test_apply_if_finite_after_the_balancer_skips_bad_steps(method):
   tx = optax.chain(method.make(NUM_TASKS),
@@ -382,6 +385,7 @@ def test_apply_if_finite_after_the_balancer_skips_bad_steps(method):
   _assert_same_tree(_key_data(new_state[0]), _key_data(state[0]))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('method', CASES)
 def test_guarded_divisions_have_finite_derivatives(method):
   """Forward-mode derivatives (they pass through solver loops) at a zero-norm

@@ -98,8 +98,16 @@ def test_quick_start_is_the_example_file():
   assert first.code == example
 
 
-@pytest.mark.parametrize('block', [b for b in BLOCKS if b.not_run is None],
-                         ids=lambda b: b.id)
+def _slow(block: Block) -> bool:
+  """The Flax recipes compile Flax models: full suite only."""
+  return 'flax' in block.code
+
+
+@pytest.mark.parametrize(
+    'block',
+    [pytest.param(b, marks=pytest.mark.slow) if _slow(b) else b
+     for b in BLOCKS if b.not_run is None],
+    ids=lambda b: b.id)
 def test_readme_block_runs(block, capsys):
   run_block(block)
   capsys.readouterr()

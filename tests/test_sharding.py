@@ -186,6 +186,7 @@ def _assert_matches_one_device(method_name, layout, axis_type):
   _assert_tree_close(actual, expected)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('layout', LAYOUTS)
 @pytest.mark.parametrize('method', [m.name for m in METHODS])
 def test_explicit_mesh_matches_one_device(method, layout):
