@@ -57,7 +57,7 @@ def _replicated(array: jax.Array) -> jax.sharding.NamedSharding:
 # 4 KiB, so they do not compete for the same cache sets. Measured on 2
 # pinned cores of an otherwise idle Xeon, interleaved: 2-18 % faster at T = 8
 # and 1-3 % at T = 32, at P = 1e6, 2^20, 4e6 and 2^22 alike
-# (benchmarks/results/p2_widths.md, which also shows that the blocked kernel
+# (benchmarks/results/widths.md, which also shows that the blocked kernel
 # has no power-of-two slowdown of its own).
 _BLOCK_BYTES = 2**21  # Fastest of 0.5, 1, 2 MiB at T = 32 and 128 (Zen 4).
 _BLOCK_RANGE = (512, 16384)  # Columns per block, whatever T.
