@@ -15,8 +15,6 @@ out; their cells say so.
 """
 
 import os
-import statistics
-import time
 
 import jax.numpy as jnp
 import numpy as np
@@ -80,20 +78,23 @@ def _torch_aggregator(aggregation, name, method, num_tasks):
   return cls(**kwargs)
 
 
-def _torch_ms(torch, fn, repeats):
+def _paired_ms(torch, ours, theirs, repeats):
+  """``(ours_ms, theirs_ms)``: fastest of repeats timed in alternation.
+
+  Timing the two sides in the same rounds puts them under the same load of
+  the shared machine; timed one after the other, a change of load between
+  them shows up as a ratio.
+  """
   with torch.no_grad():
-    fn()
-    times = []
-    for _ in range(repeats):
-      start = time.perf_counter()
-      fn()
-      times.append(time.perf_counter() - start)
-  return 1e3 * statistics.median(times)
+    times = common.interleaved_ms({'ours': ours, 'theirs': theirs}, repeats,
+                                  'min')
+  return times['ours'], times['theirs']
 
 
 def shapes(quick: bool) -> list[tuple[int, int]]:
-  return [(8, 10**5)] if quick else [(8, 10**6), (32, 10**6), (8, 2**20),
-                                     (32, 2**20)]
+  if quick:
+    return [(8, 10**5)]
+  return [(t, p) for t in (8, 32) for p in (10**6, 2**20, 4 * 10**6, 2**22)]
 
 
 def run(quick: bool = False) -> list[dict]:
@@ -122,21 +123,22 @@ def run(quick: bool = False) -> list[dict]:
     matrix = torch.from_numpy(np.array(task_grads))  # A writable copy.
     params = jnp.zeros((size,), jnp.float32)
     task_losses = jnp.linspace(0.5, 2.0, num_tasks, dtype=jnp.float32)
-    ours_gram = common.median_ms(
-        lambda: bench_core.KERNELS['blocked_gram'](task_grads), repeats)
-    theirs_gram = _torch_ms(torch, lambda: matrix @ matrix.T, repeats)
+    ours_gram, theirs_gram = _paired_ms(
+        torch, lambda: bench_core.KERNELS['blocked_gram'](task_grads),
+        lambda: matrix @ matrix.T, repeats)
     kernel_row.append(ours_gram / theirs_gram)
     for name, method in pairs:
       try:
         compiled, args, _, _ = bench_balancers.compiled_update(
             method, num_tasks, task_grads, params, task_losses)
-        ours = common.median_ms(lambda: compiled(*args), repeats)
+        jax.block_until_ready(compiled(*args))
       except Exception as error:  # pylint: disable=broad-except
         ratios[name].append(f'ours failed: {type(error).__name__}')
         continue
       try:
         aggregator = _torch_aggregator(aggregation, name, method, num_tasks)
-        theirs = _torch_ms(torch, lambda: aggregator(matrix), repeats)
+        ours, theirs = _paired_ms(torch, lambda: compiled(*args),
+                                  lambda: aggregator(matrix), repeats)
       except ImportError:
         ratios[name].append('TorchJD lacks an optional dependency')
         continue
@@ -152,10 +154,11 @@ def run(quick: bool = False) -> list[dict]:
                    if hasattr(aggregation, name)
                    and name not in dict(pairs))
   times = '; '.join(
-      f'{name}: ' + ', '.join(f'T={t} {ours:.1f}/{theirs:.1f} ms'
-                              for t, _, ours, theirs in entries)
+      f'{name}: ' + ', '.join(f'T={t} P={p:.3g} {ours:.1f}/{theirs:.1f} ms'
+                              for t, p, ours, theirs in entries)
       for name, entries in detail.items() if entries)
-  notes = ('Median wall times, ours = one jitted update (Gramian, weighting, '
+  notes = ('Fastest of repeats with ours and theirs timed in alternation '
+           '(the machine is shared), ours = one jitted update (Gramian, weighting, '
            'weighted sum, state), theirs = one call of the aggregator on a '
            f'torch tensor sharing the data, torch threads = {os.cpu_count()}. '
            f'Milliseconds (ours/theirs): {times}.')

@@ -11,6 +11,7 @@ Usage::
   python benchmarks/run.py                 # everything (about 15 minutes)
   python benchmarks/run.py --quick         # small sizes, a smoke test
   python benchmarks/run.py --only core,torchjd --out /tmp/results
+  python benchmarks/run.py --only device  # on a GPU or TPU: bandwidth, solvers
 """
 
 import argparse

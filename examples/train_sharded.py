@@ -24,15 +24,15 @@ only affects the host platform; GPUs and TPUs are used as they are)::
 
 Many hosts (a TPU pod slice, a GPU cluster). Run the same command on every
 host with ``--distributed``. It calls ``jax.distributed.initialize()`` before
-anything else touches JAX; on Cloud TPU, SLURM and Open MPI the coordinator,
-the number of processes and this process's id are detected, elsewhere pass
-them through the environment as documented by ``jax.distributed.initialize``
-(``JAX_COORDINATOR_ADDRESS=host0:1234``, ``JAX_NUM_PROCESSES``,
-``JAX_PROCESS_ID``)::
+anything else touches JAX. On Cloud TPU, SLURM, Open MPI and Kubernetes the
+coordinator, the number of processes and this process's id are detected;
+elsewhere pass them with ``--coordinator``, ``--num-processes`` and
+``--process-id`` (JAX reads ``JAX_COORDINATOR_ADDRESS`` from the environment,
+but not the other two)::
 
-  # on host i of N, e.g. under SLURM or by hand:
-  JAX_COORDINATOR_ADDRESS=host0:1234 JAX_NUM_PROCESSES=N JAX_PROCESS_ID=i \\
-    python examples/train_sharded.py --distributed --mode fsdp --method mgda
+  # on host i of N:
+  python examples/train_sharded.py --distributed --coordinator host0:1234 \
+    --num-processes N --process-id i --mode fsdp --method mgda
 
 ``jax.devices()`` then lists the devices of every host and the mesh spans
 them. Every host computes the same global batch indices (same seed) and
@@ -41,9 +41,27 @@ assembles the global batch from the slices. Parameters start from the same
 seed on every host. Only process 0 prints. Nothing in ``mtl_optax`` changes:
 the Gramian's all-reduce and the weighted sum run where the gradient shards
 live.
+
+Two processes on one machine, 4 simulated CPU devices each, make the same
+8-device mesh as one process with 8 (``tests/test_multihost.py`` checks that
+they train to the same parameters)::
+
+  export XLA_FLAGS=--xla_force_host_platform_device_count=4
+  for i in 0 1; do
+    python examples/train_sharded.py --distributed --coordinator \
+      127.0.0.1:1234 --num-processes 2 --process-id $i --mode fsdp &
+  done; wait
+
+With a loopback coordinator everything stays on 127.0.0.1: the coordinator
+binds there, and so do the CPU collectives (gloo), which otherwise use the
+address the host name resolves to. ``--mode`` and ``--method`` take
+comma-separated lists: every pair trains in turn, from the same initial
+parameters, under one distributed initialization; ``--save`` writes the final
+parameters of every pair to one ``.npz`` file (process 0).
 """
 
 import argparse
+import ipaddress
 import os
 import sys
 import time
@@ -56,6 +74,7 @@ import jax  # pylint: disable=g-import-not-at-top
 import numpy as np
 import optax
 from flax import nnx
+from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -144,17 +163,16 @@ def global_batch(split: multidigits.Split, indices: np.ndarray, mesh):
                for array in arrays)
 
 
-def train(args) -> dict:
-  mesh = make_mesh(args.mode)
-  data = multidigits.load(num_train=args.num_train, num_test=256,
-                          seed=args.seed)
+def train(args, mode: str, method: str, data: multidigits.MultiDigits) -> dict:
+  """Trains one (mode, method) pair; returns its losses, weights, params."""
+  mesh = make_mesh(mode)
   model = model_lib.MultiDigitsNet(hidden=args.hidden,
                                    rngs=nnx.Rngs(args.seed))
   graphdef, params = nnx.split(model)
   params = jax.tree.map(
       lambda leaf: jax.device_put(leaf, NamedSharding(
           mesh, param_spec(leaf, mesh))), params)
-  balancer = methods.make(args.method, NUM_TASKS,
+  balancer = methods.make(method, NUM_TASKS,
                           model_lib.task_specific, args.seed)
   tx = optax.chain(balancer, optax.adam(args.lr))
   opt_state = tx.init(params)  # Params-shaped state inherits their sharding.
@@ -164,7 +182,7 @@ def train(args) -> dict:
   if talk:
     print(f'{jax.device_count()} devices ({jax.devices()[0].device_kind}), '
           f'{jax.process_count()} process(es), mesh {dict(mesh.shape)}, '
-          f'mode {args.mode}, method {args.method}')
+          f'mode {mode}, method {method}')
   rng = np.random.default_rng(args.seed)  # The same on every host.
   num_train = len(data.train.images)
   losses = None
@@ -184,14 +202,76 @@ def train(args) -> dict:
   return {'losses': np.asarray(losses), 'weights': weights, 'params': params}
 
 
+def host_params(params) -> dict[str, np.ndarray]:
+  """Every parameter as a NumPy array on this host, keyed by its path.
+
+  With many processes a sharded parameter spans devices this process cannot
+  read; ``process_allgather`` assembles the whole array on every host.
+  """
+  leaves = jax.tree_util.tree_leaves_with_path(params)
+  values = multihost_utils.process_allgather([leaf for _, leaf in leaves],
+                                             tiled=True)
+  return {jax.tree_util.keystr(path): np.asarray(value)
+          for (path, _), value in zip(leaves, values)}
+
+
+def is_loopback(address: str) -> bool:
+  host = address.rsplit(':', 1)[0].strip('[]')
+  if host == 'localhost':
+    return True
+  try:
+    return ipaddress.ip_address(host).is_loopback
+  except ValueError:
+    return False
+
+
+def pin_cpu_collectives_to_loopback() -> None:
+  """Makes the CPU collectives (gloo) listen on 127.0.0.1 only.
+
+  Gloo binds to the address the host name resolves to, which is not always a
+  loopback one. JAX has no option for it, so the CPU backend is registered
+  again, before it starts, with gloo given the address.
+  """
+  # pylint: disable=g-import-not-at-top
+  from jax._src import distributed
+  from jax._src import xla_bridge
+  from jax._src.lib import _jax
+
+  def make_cpu_client():
+    collectives = _jax.make_gloo_tcp_collectives(
+        distributed_client=distributed.global_state.client,
+        hostname='127.0.0.1')
+    return xla_bridge.make_cpu_client(collectives=collectives)
+
+  xla_bridge.register_backend_factory('cpu', make_cpu_client, priority=0,
+                                      fail_quietly=False)
+
+
+def initialize_distributed(args) -> None:
+  """``jax.distributed.initialize``, from the flags or the cluster."""
+  if args.coordinator is None:
+    jax.distributed.initialize()  # Cloud TPU, SLURM, Open MPI, Kubernetes.
+    return
+  kwargs = {}
+  if is_loopback(args.coordinator):
+    kwargs['coordinator_bind_address'] = args.coordinator  # Not [::].
+  jax.distributed.initialize(
+      coordinator_address=args.coordinator,
+      num_processes=args.num_processes, process_id=args.process_id,
+      initialization_timeout=args.timeout, **kwargs)
+  if is_loopback(args.coordinator):
+    pin_cpu_collectives_to_loopback()
+
+
 def parse_args(argv=None) -> argparse.Namespace:
   parser = argparse.ArgumentParser(
       description=__doc__.split('\n')[0],
       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-  parser.add_argument('--mode', choices=('data', 'fsdp'), default='data')
+  parser.add_argument('--mode', default='data',
+                      help='data or fsdp, or a comma-separated list of both')
   parser.add_argument('--method', default='mgda',
                       help='any name of examples/methods.py, e.g. '
-                      'log_scaling+mgda')
+                      'log_scaling+mgda, or a comma-separated list')
   parser.add_argument('--steps', type=int, default=20)
   parser.add_argument('--batch-size', type=int, default=256,
                       help='global batch; a multiple of the device count')
@@ -199,17 +279,65 @@ def parse_args(argv=None) -> argparse.Namespace:
   parser.add_argument('--num-train', type=int, default=4096)
   parser.add_argument('--lr', type=float, default=1e-3)
   parser.add_argument('--seed', type=int, default=0)
+  parser.add_argument('--save', default=None,
+                      help='.npz file for the final parameters (process 0)')
   parser.add_argument('--distributed', action='store_true',
                       help='call jax.distributed.initialize() first')
-  return parser.parse_args(argv)
+  parser.add_argument('--coordinator', default=None,
+                      help='with --distributed: host:port of process 0\'s '
+                      'coordinator (default: detected from the cluster)')
+  parser.add_argument('--num-processes', type=int, default=None)
+  parser.add_argument('--process-id', type=int, default=None)
+  parser.add_argument('--timeout', type=int, default=120,
+                      help='seconds to wait for every process to join')
+  args = parser.parse_args(argv)
+  args.modes = [mode.strip() for mode in args.mode.split(',')]
+  args.methods = [method.strip() for method in args.method.split(',')]
+  unknown_modes = [mode for mode in args.modes if mode not in ('data', 'fsdp')]
+  if unknown_modes:
+    parser.error(f'unknown modes {unknown_modes}; choose data or fsdp')
+  for method in args.methods:
+    try:
+      methods.check(method)
+    except ValueError as error:
+      parser.error(str(error))
+  explicit = (args.coordinator, args.num_processes, args.process_id)
+  if any(value is not None for value in explicit):
+    if not args.distributed:
+      parser.error('--coordinator, --num-processes and --process-id need '
+                   '--distributed')
+    if any(value is None for value in explicit):
+      parser.error('give --coordinator, --num-processes and --process-id '
+                   'together')
+    if not 0 <= args.process_id < args.num_processes:
+      parser.error(f'--process-id must be in [0, {args.num_processes})')
+  if args.steps < 1 or args.batch_size < 1:
+    parser.error('--steps and --batch-size must be positive')
+  return args
 
 
 def main(argv=None) -> dict:
+  """Trains every (mode, method) pair; returns ``{(mode, method): result}``."""
   args = parse_args(argv)
   if args.distributed:
-    jax.distributed.initialize()
-  methods.check(args.method)
-  return train(args)
+    initialize_distributed(args)
+  if args.batch_size % jax.device_count():
+    print(f'error: --batch-size {args.batch_size} is not a multiple of the '
+          f'{jax.device_count()} devices', file=sys.stderr)
+    sys.exit(2)
+  data = multidigits.load(num_train=args.num_train, num_test=256,
+                          seed=args.seed)
+  results, saved = {}, {}
+  for mode in args.modes:
+    for method in args.methods:
+      result = train(args, mode, method, data)
+      results[mode, method] = result
+      if args.save:
+        saved.update({f'{mode}/{method}/{path}': value for path, value
+                      in host_params(result['params']).items()})
+  if args.save and jax.process_index() == 0:
+    np.savez(args.save, **saved)
+  return results
 
 
 if __name__ == '__main__':

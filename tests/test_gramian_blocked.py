@@ -16,7 +16,7 @@ import mtl_optax as mtl
 from mtl_optax._src import gramian as gramian_lib
 
 NUM_TASKS = 4
-# 4 full blocks of 16384 columns plus a tail of 1234: both code paths.
+# 4 full blocks of 16400 columns plus a tail of 1170: both code paths.
 WIDTH = 4 * 16384 + 1234
 
 gramian = jax.jit(mtl.gramian)
@@ -40,7 +40,8 @@ def _reference(task_grads):
 def test_large_leaf_takes_the_blocked_path():
   grads = _task_grads()
   width = gramian_lib._block_width(grads['big'])
-  assert width == 16384  # 2^19 bytes / (4 tasks * 4 bytes), clipped.
+  # 2^21 bytes / (4 tasks * 4 bytes), clipped to 16384, plus one 64-byte line.
+  assert width == 16384 + 16
   assert gramian_lib._block_width(grads['small']) is None
 
 
@@ -75,3 +76,4 @@ def test_blocked_gramian_allocates_no_copy_of_the_gradients():
   # One block ([T, 16384] float32 = 256 KiB) and the tail, not T x P (1 MiB).
   assert analysis.temp_size_in_bytes < stacked_bytes / 2, (
       analysis.temp_size_in_bytes, stacked_bytes)
+

@@ -51,9 +51,18 @@ def _replicated(array: jax.Array) -> jax.sharding.NamedSharding:
 # loop. Blocks are sliced out of the flattened leaf, which is only free when
 # the leaf is not sharded: on a mesh the one contraction is kept, which XLA
 # partitions into an all-reduce of T x T partial sums.
+#
+# Block widths are a power of two plus one 64-byte cache line: the rows of a
+# block copied out of J then do not all start at the same offset modulo
+# 4 KiB, so they do not compete for the same cache sets. Measured on 2
+# pinned cores of an otherwise idle Xeon, interleaved: 2-18 % faster at T = 8
+# and 1-3 % at T = 32, at P = 1e6, 2^20, 4e6 and 2^22 alike
+# (benchmarks/results/widths.md, which also shows that the blocked kernel
+# has no power-of-two slowdown of its own).
 _BLOCK_BYTES = 2**21  # Fastest of 0.5, 1, 2 MiB at T = 32 and 128 (Zen 4).
 _BLOCK_RANGE = (512, 16384)  # Columns per block, whatever T.
 _MIN_BLOCKS = 4  # Fewer blocks than this: one dot is as fast.
+_LINE_BYTES = 64
 
 
 def _block_width(leaf: jax.Array) -> int | None:
@@ -65,6 +74,7 @@ def _block_width(leaf: jax.Array) -> int | None:
   target = _BLOCK_BYTES // (num_tasks * leaf.dtype.itemsize)
   width = 1 << max(target, 1).bit_length() - 1  # A power of two <= target.
   width = min(max(width, _BLOCK_RANGE[0]), _BLOCK_RANGE[1])
+  width += _LINE_BYTES // leaf.dtype.itemsize  # Off the 4 KiB grid.
   return width if leaf[0].size >= _MIN_BLOCKS * width else None
 
 
