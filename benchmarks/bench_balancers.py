@@ -1,6 +1,6 @@
 """Every balancer's update time over the floor, and its peak memory.
 
-The methods are those of ``tests/registry.py`` (imported by path), so a new
+The methods are those of ``mtl_optax/catalog.py``, so a new
 method appears here as soon as it joins the property suite. Each update runs
 on the same stacked gradients ``J`` (one ``[T, P]`` float32 leaf) as the
 floor of ``bench_core.py``: the faster ``J Jᵀ`` plus the faster ``wᵀ J``, the
@@ -14,8 +14,6 @@ arguments + outputs + temporaries - aliased bytes.
 """
 
 import functools
-import importlib.util
-import pathlib
 import sys
 
 import jax
@@ -25,7 +23,6 @@ import bench_core
 import common
 import mtl_optax as mtl
 
-REGISTRY = pathlib.Path(__file__).resolve().parents[1] / 'tests' / 'registry.py'
 MEMORY_SHAPE = (8, 10**6)
 SLOW_MS = 2000.0  # Slower updates are timed once, not interleaved.
 
@@ -45,9 +42,7 @@ def shapes(quick: bool) -> list[tuple[int, int]]:
 @functools.cache
 def methods():
   """The registry's methods, loaded once per run."""
-  spec = importlib.util.spec_from_file_location('mtl_registry', REGISTRY)
-  registry = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(registry)
+  from mtl_optax import catalog as registry  # pylint: disable=g-import-not-at-top
   return tuple(registry.METHODS)
 
 

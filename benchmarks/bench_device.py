@@ -178,7 +178,7 @@ def solver_table(quick: bool) -> dict:
                 'checks, state) and the launch overhead of the device. '
                 'Gradients: N(0, 1) plus half of the first task\'s, so tasks '
                 'conflict and correlate. Fastest of interleaved repeats; '
-                'hyper-parameters as in tests/registry.py.'),
+                'hyper-parameters as in mtl_optax/catalog.py.'),
   }
 
 

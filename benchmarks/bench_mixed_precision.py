@@ -17,8 +17,6 @@ solution that the rounding can move.
 """
 
 import functools
-import importlib.util
-import pathlib
 
 import jax
 import jax.numpy as jnp
@@ -26,7 +24,6 @@ import numpy as np
 
 import mtl_optax as mtl
 
-REGISTRY = pathlib.Path(__file__).resolve().parents[1] / 'tests' / 'registry.py'
 SIZES = ((2, 10**3), (2, 10**5), (8, 10**3), (8, 10**5), (32, 10**3),
          (32, 10**5))
 QUICK_SIZES = ((4, 10**3),)
@@ -36,9 +33,7 @@ QUICK_METHODS = ('mgda', 'upgrad', 'db_mtl', 'equal_weighting')
 
 @functools.cache
 def methods():
-  spec = importlib.util.spec_from_file_location('mtl_registry', REGISTRY)
-  registry = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(registry)
+  from mtl_optax import catalog as registry  # pylint: disable=g-import-not-at-top
   return {method.name: method for method in registry.METHODS}
 
 

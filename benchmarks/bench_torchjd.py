@@ -4,7 +4,7 @@ TorchJD (SimplexLab/TorchJD) aggregates a Jacobian matrix ``J`` ``[T, P]``
 into one update vector; for its Gramian-based aggregators it computes
 ``J Jᵀ`` with torch's CPU matmul, solves for the weights in Python, and
 combines. Each of its aggregators that has a counterpart here (found by name
-among the methods of ``tests/registry.py``) is timed on the same float32
+among the methods of ``mtl_optax/catalog.py``) is timed on the same float32
 matrix as our jitted update; the ratio is ours / theirs (< 1: we are faster).
 
 Needs the optional ``bench`` extra (``pip install -e '.[bench]'``: CPU torch
@@ -23,7 +23,7 @@ import bench_balancers
 import bench_core
 import common
 
-# TorchJD aggregator -> (candidate method names in tests/registry.py,
+# TorchJD aggregator -> (candidate method names in mtl_optax/catalog.py,
 # keyword arguments matching our registry's hyper-parameters).
 COUNTERPARTS = {
     'Mean': (('equal_weighting',), {}),

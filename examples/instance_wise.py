@@ -3,7 +3,8 @@
   pip install -e ".[examples]" && python examples/instance_wise.py
 
 Quinton and Rey ("Jacobian Descent for Multi-Objective Optimization", 2024,
-the instance-wise risk minimisation experiments) train on the vector of per-example losses instead of their mean:
+the instance-wise risk minimisation experiments) train on the vector of
+per-example losses instead of their mean:
 with T = batch size tasks, UPGrad's update does not increase any example's
 loss to first order, where the mean-loss gradient may trade one example
 against another. Here the T x T Gramian of the per-example gradients comes
@@ -16,7 +17,8 @@ class (``--label-noise``; 0 keeps them clean). Every run starts from the
 same parameters, sees the same batches and uses the same Adam optimizer
 (Adam's step does not depend on the gradient's scale, so the methods differ
 in the direction only). A mean-loss step costs far less than UPGrad's, so the
-mean loss also runs 4x as many steps, a second baseline. The table reports the test accuracy and loss, the worst class's
+mean loss also runs 4x as many steps, a second baseline. The table reports the
+test accuracy and loss, the worst class's
 test loss (group = digit), the worst clean training example's loss, the mean
 training loss on the flipped examples (how much of the noise was fitted) and
 the time per step; mean ± std over seeds. Runs in a few minutes on a CPU.

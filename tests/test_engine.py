@@ -15,7 +15,7 @@ import optax
 import pytest
 
 import mtl_optax as mtl
-from registry import METHODS
+from mtl_optax.catalog import METHODS
 
 NUM_TASKS = 4
 

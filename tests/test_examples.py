@@ -3,7 +3,6 @@
 The command line and the trainer's outputs are tested in test_trainer_cli.py.
 """
 
-import json
 import math
 import os
 import sys

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 import mtl_optax as mtl
-from registry import METHODS
+from mtl_optax.catalog import METHODS
 
 NUM_TASKS, SIZE = 4, 256
 TOLERANCE = 1e-2

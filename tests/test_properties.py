@@ -1,6 +1,6 @@
 """The property suite every public balancing method passes.
 
-Methods come from ``tests/registry.py``; a new method joins with one line
+Methods come from ``mtl_optax/catalog.py``; a new method joins with one line
 there. Everything runs under ``jax.jit``. To stay fast, each method is compiled
 once per task count and the compiled update is reused across every input of
 that shape.
@@ -20,7 +20,11 @@ import optax
 import pytest
 
 import mtl_optax as mtl
-from registry import METHODS, MIN_NORM, NON_CONFLICTING, PERMUTATION_INVARIANT, SCALE_LINEAR
+from mtl_optax.catalog import METHODS
+from mtl_optax.catalog import MIN_NORM
+from mtl_optax.catalog import NON_CONFLICTING
+from mtl_optax.catalog import PERMUTATION_INVARIANT
+from mtl_optax.catalog import SCALE_LINEAR
 
 NUM_TASKS = 4
 CASES = [pytest.param(method, id=method.name) for method in METHODS]

@@ -33,7 +33,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 import mtl_optax as mtl
-from registry import METHODS
+from mtl_optax.catalog import METHODS
 
 NUM_TASKS = 4  # No model dimension is 4, so a gathered [T, ...] is visible.
 BATCH, IN, HIDDEN = 16, 8, 16

@@ -16,7 +16,7 @@ jax.config.update('jax_enable_x64', True)
 import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
 import numpy as np  # pylint: disable=g-import-not-at-top
 
-from registry import METHODS  # pylint: disable=g-import-not-at-top
+from mtl_optax.catalog import METHODS  # pylint: disable=g-import-not-at-top
 
 NUM_TASKS = 4
 

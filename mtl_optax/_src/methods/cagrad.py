@@ -2,7 +2,6 @@
 
 import jax
 import jax.numpy as jnp
-from jax import lax
 
 from mtl_optax._src import base
 from mtl_optax._src import numerics

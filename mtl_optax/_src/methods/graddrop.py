@@ -102,7 +102,8 @@ def graddrop(
   the coefficient that best explains the task's masked gradient by its raw
   one. ``purity_fn`` is a Python callable traced into the update (it must
   be a jnp function of an array); being no number, it is a static argument
-  for ``optax.inject_hyperparams``, which can still inject ``leak``. It is a diagnostic; the update is not ``Σ_t w_t g_t``. The key is
+  for ``optax.inject_hyperparams``, which can still inject ``leak``. It is a
+  diagnostic; the update is not ``Σ_t w_t g_t``. The key is
   split at every update; a non-finite update keeps the old key.
 
   Args:

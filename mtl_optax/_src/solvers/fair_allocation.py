@@ -30,7 +30,6 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from mtl_optax._src import numerics
 from mtl_optax._src.solvers import scaling
 
 # Ridge added to the cosine matrix, per task: C + RIDGE·T·I. It must exceed

@@ -33,7 +33,8 @@ i.e. when the gap is below ``tol`` relative to the current objective (not to
 the largest ``G_tt``, which can be orders of magnitude larger when the task
 gradients' norms differ), or below the rounding error of the gap itself:
 ``(Gα)_t`` is computed to about ``eps · (|G|α)_t``, so no float32 solver can
-certify less (``b`` is the best vertex, ``argmin_t (Gα)_t``). Both terms are invariant to a positive factor on any one
+certify less (``b`` is the best vertex, ``argmin_t (Gα)_t``). Both terms are
+invariant to a positive factor on any one
 task's gradient (up to that task's share), so the relative accuracy of the
 update does not depend on the gradients' scales. The loop also stops when a
 step changes nothing twice in a row (rounding reached), or after
@@ -89,7 +90,8 @@ def min_norm_weights(
 
   The Gramian is divided by its largest diagonal entry first, so any scale
   works, and the stopping rule is relative to the objective (see the module
-  docstring), so the tasks' relative scales do not degrade the answer. ``G = 0`` (every gradient zero) returns uniform weights. A non-finite
+  docstring), so the tasks' relative scales do not degrade the answer. ``G =
+  0`` (every gradient zero) returns uniform weights. A non-finite
   Gramian stops the loop at once and returns a finite or NaN vector; it never
   hangs. The result is treated as a constant by autodiff (``stop_gradient``),
   as the authors back-propagate ``Σ α_t L_t`` with ``α`` fixed.

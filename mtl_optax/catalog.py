@@ -1,6 +1,9 @@
-"""Every public balancing method, as the shared property suite sees it.
+"""Every public balancing method, with the properties it promises.
 
-A new method joins the suite with one ``Method(...)`` line in ``METHODS``.
+One list shared by the tests (the property suite, the engine, sharding and
+x64 checks), the benchmarks and the docs: a new method joins all of them with
+one ``Method(...)`` line in ``METHODS``. Import it as ``mtl_optax.catalog``
+(the package does not import it itself).
 
 ``properties`` lists what the method promises (the README's method table says
 the same): ``'non_conflicting'`` (``g_t · d >= 0`` for every task),
@@ -31,6 +34,7 @@ class Method(NamedTuple):
   properties: frozenset
   static_args: tuple = ()  # kwargs that inject_hyperparams must not touch
   make_weighting: Callable[..., Any] | None = None  # when not by name
+  stacked_only: bool = False  # not a weighting even if its name is one
   min_tasks: int = 1  # the smallest T the method accepts (e.g. Krum's f + 3)
 
   def make(self, num_tasks: int, **overrides):
@@ -39,6 +43,8 @@ class Method(NamedTuple):
   @property
   def weighting(self) -> Callable[[], Any] | None:
     """``() -> mtl.Weighting`` of the method, or None if it is no weighting."""
+    if self.stacked_only:
+      return None
     make = self.make_weighting or getattr(
         mtl.weightings, self.factory.__name__, None)
     if make is None:
@@ -118,8 +124,10 @@ METHODS = [
     Method('gradvac', mtl.gradvac, {'beta': 0.01}, False,
            _props(SCALE_LINEAR)),
     # One target per parameter leaf and pair (LibMTL's all_matrix).
+    # Per-leaf targets need per-leaf Gramians: a transformation, not a
+    # weighting of one Gramian.
     Method('gradvac.leaf', mtl.gradvac, {'beta': 0.01, 'group': 'leaf'},
-           False, _props(SCALE_LINEAR)),
+           False, _props(SCALE_LINEAR), stacked_only=True),
     Method('graddrop', mtl.graddrop, {'leak': 0.0}, False,
            _props(PERMUTATION_INVARIANT, SCALE_LINEAR)),
     Method('mgda', mtl.mgda, {'normalization': 'none'}, False,
