@@ -89,7 +89,7 @@ METHODS = [
            _props(SCALE_LINEAR),
            make_weighting=lambda: mtl.weightings.fixed_weighting(
                np.arange(1.0, 5.0))),
-    Method('logse', mtl.logse, {'floor': 1e-8}, True,
+    Method('logse', mtl.logse, {'loss_floor': 1e-8}, True,
            _props(PERMUTATION_INVARIANT, SCALE_LINEAR)),
     Method('uncertainty_weighting.kendall', mtl.uncertainty_weighting,
            {'form': 'kendall', 'learning_rate': 1e-2}, True,
@@ -108,7 +108,7 @@ METHODS = [
     Method('dwa', mtl.dwa, {'temperature': 2.0, 'period': 1}, True,
            _props(PERMUTATION_INVARIANT, SCALE_LINEAR)),
     Method('rlw', mtl.rlw, {'key': 0}, False, _props(SCALE_LINEAR)),
-    Method('gls', mtl.gls, {'floor': 1e-8}, True,
+    Method('gls', mtl.gls, {'loss_floor': 1e-8}, True,
            _props(PERMUTATION_INVARIANT, SCALE_LINEAR)),
     Method('famo', mtl.famo, {'learning_rate': 0.025, 'weight_decay': 1e-3},
            True, _props(PERMUTATION_INVARIANT, SCALE_LINEAR)),

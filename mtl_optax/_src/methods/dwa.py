@@ -24,7 +24,8 @@ def dwa(
     *,
     temperature: float = 2.0,
     period: int = 1,
-    floor: float = 1e-8,
+    loss_floor: float = 1e-8,
+    floor: float | None = None,
 ) -> base.Weighting:
   r"""Weights tasks by how slowly their losses descend: ``T · softmax(r / τ)``.
 
@@ -47,7 +48,7 @@ def dwa(
   For epoch-level weights as in the paper, set ``period`` to the number of
   updates per epoch.
 
-  A loss below ``floor`` is treated as ``floor`` (a ratio needs positive
+  A loss below ``loss_floor`` is treated as ``loss_floor`` (a ratio needs positive
   losses), and ratios and logits are capped at the largest float32, so the
   weights stay finite for any finite losses.
 
@@ -55,7 +56,8 @@ def dwa(
     temperature: ``τ`` > 0.
     period: number of updates whose mean loss makes one ``L_t(k)``, a Python
       int >= 1.
-    floor: smallest loss used, > 0.
+    loss_floor: smallest loss used, > 0.
+    floor: the 0.1 name of ``loss_floor``; if given, it is used instead.
 
   Returns:
     A loss-level :class:`Weighting` with state :class:`DWAState`; it needs
@@ -74,7 +76,8 @@ def dwa(
   """
   base.check_range('temperature', temperature, 0.0, low_open=True)
   base.check_positive_int('period', period)
-  base.check_range('floor', floor, 0.0, low_open=True)
+  loss_floor = floor if floor is not None else loss_floor
+  base.check_range('loss_floor', loss_floor, 0.0, low_open=True)
 
   def init(num_tasks):
     zeros = jnp.zeros([num_tasks], jnp.float32)
@@ -84,7 +87,7 @@ def dwa(
                     last_means=ones, earlier_means=ones, periods_done=count)
 
   def current_weights(state):
-    # r_t(k−1) of eq. 7. Both means are >= floor > 0, but the quotient can
+    # r_t(k−1) of eq. 7. Both means are >= loss_floor > 0, but the quotient can
     # overflow.
     ratios = jnp.minimum(state.last_means / state.earlier_means, _FLOAT32_MAX)
     logits = jnp.minimum(ratios / temperature, _FLOAT32_MAX)
@@ -105,7 +108,7 @@ def dwa(
                                state.periods_done))
 
   def weigh(stats, state):
-    losses = numerics.floor_losses(stats.losses, floor)
+    losses = numerics.floor_losses(stats.losses, loss_floor)
     return current_weights(state), record(losses, state)
 
   return base.Weighting(weigh=weigh, init=init, name='dwa', reads_gram=False,

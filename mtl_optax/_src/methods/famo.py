@@ -28,7 +28,8 @@ def famo(
     learning_rate: float = 0.025,
     weight_decay: float = 1e-3,
     optimizer: optax.GradientTransformation | None = None,
-    floor: float = 1e-8,
+    loss_floor: float = 1e-8,
+    floor: float | None = None,
 ) -> base.Weighting:
   r"""Weights tasks by ``z_t / L_t`` with learned ``z = softmax(ξ)``.
 
@@ -61,7 +62,7 @@ def famo(
   ``δ`` and uses ``ξ = 0``: ``w ∝ 1/L``. With mini-batches, ``δ`` also
   carries the change of batch; the logits average it out over many steps.
 
-  A loss below ``floor`` is treated as ``floor`` (the logarithm and ``1/L``
+  A loss below ``loss_floor`` is treated as ``loss_floor`` (the logarithm and ``1/L``
   need positive losses; the authors add 1e-8 instead), so the weights stay
   finite and on the simplex.
 
@@ -73,7 +74,8 @@ def famo(
     optimizer: the inner optax optimizer that moves ``ξ``; it receives
       ``(∂z/∂ξ)ᵀ δ`` as the gradient. Default: Adam with coupled weight
       decay, as above.
-    floor: smallest loss used, > 0.
+    loss_floor: smallest loss used, > 0.
+    floor: the 0.1 name of ``loss_floor``; if given, it is used instead.
 
   Returns:
     A loss-level :class:`Weighting` with state :class:`FAMOState`; it needs
@@ -92,7 +94,8 @@ def famo(
   """
   base.check_range('learning_rate', learning_rate, 0.0, low_open=True)
   base.check_range('weight_decay', weight_decay, 0.0)
-  base.check_range('floor', floor, 0.0, low_open=True)
+  loss_floor = floor if floor is not None else loss_floor
+  base.check_range('loss_floor', loss_floor, 0.0, low_open=True)
   if optimizer is None:
     optimizer = optax.chain(optax.add_decayed_weights(weight_decay),
                             optax.adam(learning_rate))
@@ -114,7 +117,7 @@ def famo(
     return logits, optimizer_state
 
   def weigh(stats, state):
-    losses = numerics.floor_losses(stats.losses, floor)
+    losses = numerics.floor_losses(stats.losses, loss_floor)
     log_losses = jnp.log(losses)
     stepped = learn_logits(log_losses, state)
     # No previous losses at the first update: nothing to learn from yet.

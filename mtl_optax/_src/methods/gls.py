@@ -8,7 +8,8 @@ from mtl_optax._src import numerics
 _FLOAT32_MAX = float(jnp.finfo(jnp.float32).max)
 
 
-def gls(*, floor: float = 1e-8) -> base.Weighting:
+def gls(*, loss_floor: float = 1e-8,
+        floor: float | None = None) -> base.Weighting:
   r"""Minimises the geometric mean of the losses: ``w_t = GLS / (T L_t)``.
 
   Chennupati, Sistu, Yogamani and Rawashdeh, "MultiNet++: Multi-Stream
@@ -25,12 +26,13 @@ def gls(*, floor: float = 1e-8) -> base.Weighting:
 
   The weights are computed in log space, ``w_t = exp(mean_s log L_s − log
   L_t) / T``, so the product of the losses never overflows. A loss below
-  ``floor`` (zero or negative losses have no geometric mean) is treated as
-  ``floor``, and a weight is capped at the largest float32, so every weight
+  ``loss_floor`` (zero or negative losses have no geometric mean) is treated as
+  ``loss_floor``, and a weight is capped at the largest float32, so every weight
   is finite.
 
   Args:
-    floor: smallest loss used, > 0.
+    loss_floor: smallest loss used, > 0.
+    floor: the 0.1 name of ``loss_floor``; if given, it is used instead.
 
   Returns:
     A stateless loss-level :class:`Weighting`; it needs the losses.
@@ -44,10 +46,11 @@ def gls(*, floor: float = 1e-8) -> base.Weighting:
     >>> tx.update(grads, tx.init(jnp.zeros(2)), task_losses=losses)[0]
     Array([1.  , 0.25], dtype=float32)
   """
-  base.check_range('floor', floor, 0.0, low_open=True)
+  loss_floor = floor if floor is not None else loss_floor
+  base.check_range('loss_floor', loss_floor, 0.0, low_open=True)
 
   def weigh(stats, state):
-    log_losses = jnp.log(numerics.floor_losses(stats.losses, floor))
+    log_losses = jnp.log(numerics.floor_losses(stats.losses, loss_floor))
     log_gls = jnp.mean(log_losses)  # log (Π_t L_t)^{1/T}
     num_tasks = log_losses.shape[0]
     log_weights = log_gls - log_losses - jnp.log(num_tasks)  # GLS / (T L_t)

@@ -42,7 +42,8 @@ def gradnorm(
     alpha: float = 1.5,
     learning_rate: float = 0.025,
     optimizer: optax.GradientTransformation | None = None,
-    floor: float = 1e-8,
+    loss_floor: float = 1e-8,
+    floor: float | None = None,
 ) -> base.Weighting:
   r"""Learns task weights so that ``‖w_t g_t‖`` tracks each task's training rate.
 
@@ -78,7 +79,7 @@ def gradnorm(
   true ones unless the gradients' squares leave the float32 range; then they
   are divided by the power of two of :class:`TaskStats` (``scale``).
 
-  **Robustness.** Losses below ``floor`` are treated as ``floor``. A weight
+  **Robustness.** Losses below ``loss_floor`` are treated as ``loss_floor``. A weight
   pushed below 0 is clipped to 0 before renormalising (a negative weight
   would flip its task's gradient); if every weight is 0 they restart at 1.
   Zero-norm gradients give ``∂L_grad/∂w = 0``: the weights stay.
@@ -87,7 +88,8 @@ def gradnorm(
     alpha: ``α`` >= 0, the asymmetry of eq. 1.
     learning_rate: > 0, used by the default optimizer only.
     optimizer: the inner optax optimizer that moves ``w``.
-    floor: smallest loss used, > 0.
+    loss_floor: smallest loss used, > 0.
+    floor: the 0.1 name of ``loss_floor``; if given, it is used instead.
 
   Returns:
     A :class:`Weighting` of the Gramian and the losses, with state
@@ -108,7 +110,8 @@ def gradnorm(
   """
   base.check_range('alpha', alpha, 0.0)
   base.check_range('learning_rate', learning_rate, 0.0, low_open=True)
-  base.check_range('floor', floor, 0.0, low_open=True)
+  loss_floor = floor if floor is not None else loss_floor
+  base.check_range('loss_floor', loss_floor, 0.0, low_open=True)
   if optimizer is None:
     optimizer = optax.adam(learning_rate)
 
@@ -120,7 +123,7 @@ def gradnorm(
                          optimizer_state=optimizer.init(loss_weights))
 
   def weigh(stats, state):
-    losses = numerics.floor_losses(stats.losses, floor)
+    losses = numerics.floor_losses(stats.losses, loss_floor)
     initial_losses = jnp.where(state.count == 0, losses, state.initial_losses)
     # Norms in the Gramian's units: the true norms unless float32 squares
     # would leave range, then divided by a power of two. Eq. 2 is linear in

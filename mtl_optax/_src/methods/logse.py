@@ -4,7 +4,8 @@ from mtl_optax._src import base
 from mtl_optax._src import numerics
 
 
-def logse(*, floor: float = 1e-8) -> base.Weighting:
+def logse(*, loss_floor: float = 1e-8,
+          floor: float | None = None) -> base.Weighting:
   r"""Balances tasks by the gradient of ``½ Σ_t log L_t``: ``w_t = 1 / (2 L_t)``.
 
   Ghasemi-Naraghi, Nickabadi and Safabakhsh, "LogSE: An Uncertainty-Based
@@ -14,12 +15,13 @@ def logse(*, floor: float = 1e-8) -> base.Weighting:
   gradient is ``Σ_t g_t / (2 L_t)``. The paper derives it for two MSE tasks;
   the formula applies to any positive loss.
 
-  A loss below ``floor`` (zero or negative losses have no logarithm) is
-  treated as ``floor``, so every weight stays finite: at most
-  ``1 / (2 floor)``.
+  A loss below ``loss_floor`` (zero or negative losses have no logarithm) is
+  treated as ``loss_floor``, so every weight stays finite: at most
+  ``1 / (2 loss_floor)``.
 
   Args:
-    floor: smallest loss used in ``1/(2 L_t)``, > 0.
+    loss_floor: smallest loss used in ``1/(2 L_t)``, > 0.
+    floor: the 0.1 name of ``loss_floor``; if given, it is used instead.
 
   Returns:
     A stateless loss-level :class:`Weighting`; it needs the losses.
@@ -33,10 +35,11 @@ def logse(*, floor: float = 1e-8) -> base.Weighting:
     >>> tx.update(grads, tx.init(jnp.zeros(2)), task_losses=losses)[0]
     Array([1.  , 0.25], dtype=float32)
   """
-  base.check_range('floor', floor, 0.0, low_open=True)
+  loss_floor = floor if floor is not None else loss_floor
+  base.check_range('loss_floor', loss_floor, 0.0, low_open=True)
 
   def weigh(stats, state):
-    return 0.5 / numerics.floor_losses(stats.losses, floor), state  # Eq. 13.
+    return 0.5 / numerics.floor_losses(stats.losses, loss_floor), state  # Eq. 13.
 
   return base.Weighting(weigh=weigh, name='logse', reads_gram=False,
                         reads_losses=True)
