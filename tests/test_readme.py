@@ -2,8 +2,8 @@
 
 Each ```python block runs on its own, in a fresh namespace: a block that
 needs data defines it. A block may be left out only by an HTML comment
-``<!-- not-run: reason -->`` on the line right before it, and only the
-one-backward (loss path) block, whose API is being redesigned, may be.
+``<!-- not-run: reason -->`` on the line right before it, and no block of
+the README is.
 """
 
 import doctest
@@ -83,11 +83,8 @@ def test_readme_has_python_blocks():
   assert len(BLOCKS) >= 5
 
 
-def test_only_the_loss_path_block_is_not_run():
-  skipped = [block for block in BLOCKS if block.not_run is not None]
-  assert len(skipped) <= 1
-  for block in skipped:
-    assert 'weigh_losses' in block.code, block.id
+def test_every_readme_block_runs():
+  assert [block.id for block in BLOCKS if block.not_run is not None] == []
 
 
 def test_quick_start_is_the_example_file():
