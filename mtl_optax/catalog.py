@@ -118,9 +118,10 @@ METHODS = [
            _props(PERMUTATION_INVARIANT, SCALE_LINEAR)),
     Method('fairgrad', mtl.fairgrad, {'alpha': 1.0}, False,
            _props(NON_CONFLICTING, PERMUTATION_INVARIANT)),
-    # max_norm=0: the cap is Nash-MTL's one step that is not scale-linear.
+    # G α = 1/α on the raw Gramian: scaling the gradients by c scales α by
+    # 1/c, so the update is scale-invariant, not scale-linear (as FairGrad).
     Method('nash_mtl', mtl.nash_mtl, {'max_norm': 0.0}, False,
-           _props(NON_CONFLICTING, PERMUTATION_INVARIANT, SCALE_LINEAR)),
+           _props(NON_CONFLICTING, PERMUTATION_INVARIANT)),
     Method('gradvac', mtl.gradvac, {'beta': 0.01}, False,
            _props(SCALE_LINEAR)),
     # One target per parameter leaf and pair (LibMTL's all_matrix).
