@@ -242,6 +242,28 @@ def preference_vector(name: str, preference: Any) -> Callable[[int], Any]:
   return preference_for
 
 
+
+def preference_weighting(
+    name: str, preference: Any,
+    weights_of: Callable[[jax.Array, jax.Array | None], jax.Array],
+) -> 'Weighting':
+  """A stateless Gramian weighting ``weights_of(gram, preference)``.
+
+  ``preference`` (None for the method's default, else anything that
+  broadcasts to ``[T]``) reaches ``weights_of`` as None or a ``[T]`` float32
+  vector; its shape is checked when a balancer is built (``init``).
+  """
+  preference_for = preference_vector(name, preference)
+
+  def init(num_tasks):
+    preference_for(num_tasks)
+    return optax.EmptyState()
+
+  def weigh(stats, state):
+    return weights_of(stats.gram, preference_for(stats.num_tasks)), state
+
+  return Weighting(weigh=weigh, init=init, name=name)
+
 # --------------------------------------------------------------------------
 # Inputs.
 

@@ -3,7 +3,6 @@
 from typing import Any
 
 import jax.numpy as jnp
-import optax
 
 from mtl_optax._src import base
 from mtl_optax._src.solvers import spectral
@@ -73,20 +72,10 @@ def aligned_mtl(
     Array([0.5, 0.5], dtype=float32)
   """
   base.check_choice('scale_mode', scale_mode, spectral.SCALE_MODES)
-  given_preference = base.preference_vector('aligned_mtl', preference)
 
-  def preference_for(num_tasks):
-    given = given_preference(num_tasks)
-    if given is None:
-      return jnp.full([num_tasks], 1.0 / num_tasks, jnp.float32)
-    return given
+  def weights_of(gram, preference):
+    if preference is None:  # TorchJD's convention: the mean, w = 1/T.
+      preference = jnp.full([gram.shape[0]], 1.0 / gram.shape[0], jnp.float32)
+    return spectral.aligned_weights(gram, preference, scale_mode)
 
-  def init(num_tasks):
-    preference_for(num_tasks)  # Checks the shape when the balancer is built.
-    return optax.EmptyState()
-
-  def weigh(stats, state):
-    return spectral.aligned_weights(
-        stats.gram, preference_for(stats.num_tasks), scale_mode), state
-
-  return base.Weighting(weigh=weigh, init=init, name='aligned_mtl')
+  return base.preference_weighting('aligned_mtl', preference, weights_of)

@@ -4,7 +4,6 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import optax
 
 from mtl_optax._src import base
 from mtl_optax._src import numerics
@@ -78,16 +77,4 @@ def config(*, preference: Any = None) -> base.Weighting:
     >>> tx.update(grads, tx.init(jnp.zeros(2)))[0]  # length (1 + 3)/√2
     Array([2., 2.], dtype=float32)
   """
-  preference_for = base.preference_vector('config', preference)
-
-  def init(num_tasks):
-    preference_for(num_tasks)  # Checks the shape when the balancer is built.
-    return optax.EmptyState()
-
-  def weigh(stats, state):
-    return config_weights(
-        stats.gram,
-        None if preference is None else preference_for(stats.num_tasks)
-    ), state
-
-  return base.Weighting(weigh=weigh, init=init, name='config')
+  return base.preference_weighting('config', preference, config_weights)

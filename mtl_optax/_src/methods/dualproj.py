@@ -4,7 +4,6 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import optax
 
 from mtl_optax._src import base
 from mtl_optax._src.solvers import dual_cone
@@ -74,15 +73,8 @@ def dualproj(
   if max_iters is not None:
     base.check_positive_int('max_iters', max_iters)
 
-  preference_for = base.preference_vector('dualproj', preference)
+  def weights_of(gram, preference):
+    iterations = max_iters or dual_cone.default_max_iters(gram.shape[0])
+    return dualproj_weights(gram, reg_eps, iterations, preference)
 
-  def init(num_tasks):
-    preference_for(num_tasks)  # Checks the shape when the balancer is built.
-    return optax.EmptyState()
-
-  def weigh(stats, state):
-    iterations = max_iters or dual_cone.default_max_iters(stats.num_tasks)
-    return dualproj_weights(stats.gram, reg_eps, iterations,
-                            preference_for(stats.num_tasks)), state
-
-  return base.Weighting(weigh=weigh, init=init, name='dualproj')
+  return base.preference_weighting('dualproj', preference, weights_of)
