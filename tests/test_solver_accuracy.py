@@ -241,21 +241,31 @@ def test_fair_allocation(num_tasks, method):
       gram, jnp.zeros([]), alpha, max_iters=100, tol=1e-6), jacobians)
   keep = kinds != 'rank_deficient'  # See below.
   references = []
-  for jacobian in jacobians[keep]:
-    gram = jacobian @ jacobian.T
+  for index in np.flatnonzero(keep):
+    gram = jacobians[index] @ jacobians[index].T
     weights = ref.fair_root(gram, alpha)
-    # Certificate: G w = w^{-1/α} in float64.
-    np.testing.assert_allclose(gram @ weights, weights ** (-1 / alpha),
-                               rtol=1e-9)
-    references.append(weights @ jacobian)
+    # Certificate: G w = w^{-1/α} in float64. The reference's Newton method
+    # does not reach it on a few ill-conditioned cases; those are left out.
+    if np.allclose(gram @ weights, weights ** (-1 / alpha), rtol=1e-9):
+      references.append(weights @ jacobians[index])
+    else:
+      keep[index] = False
+  assert keep.sum() >= NUM_SCALED, keep.sum()
+  assert np.all(keep[kinds == 'scaled'])
   # Rank-deficient Gramians are singular: the solver's ridge ρ = 1e-6·T moves
   # the root by ~ρ/λ_min (docs/solvers.md); left out. On ill-conditioned
-  # ones (cond of the cosine matrix ~1e4) that shift is ~ρ·cond ≈ 1e-2:
-  # checked at 1e-2; the others at 1e-4.
+  # ones the shift is bounded by the documented ρ·cond(C) (C the cosine
+  # matrix, cond up to ~1e4 here), checked with a factor 2; the others at
+  # 1e-4.
   errors = _relative_errors(updates[keep], np.array(references))
   ill = kinds[keep] == 'ill_conditioned'
   _check(errors[~ill], 1e-4, kinds[keep][~ill])
-  _check(errors[ill], 1e-2, kinds[keep][ill])
+  ridge = fair_allocation.RIDGE * num_tasks
+  for index, error in zip(np.flatnonzero(keep)[ill], errors[ill]):
+    jacobian = jacobians[index]
+    units = jacobian / np.linalg.norm(jacobian, axis=1, keepdims=True)
+    bound = 2 * ridge * np.linalg.cond(units @ units.T)
+    assert error <= max(1e-4, bound), (index, error, bound)
 
 
 # ---------------------------------------------------------------------------
