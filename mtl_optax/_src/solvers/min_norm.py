@@ -27,15 +27,16 @@ A step that reaches the border of the simplex drops that vertex exactly.
 ``gap = 2(αᵀGα − min_t (Gα)_t)`` bounds the suboptimality ``αᵀGα − min``.
 The loop stops once
 
-  ``gap <= tol · αᵀGα + ROUNDING · eps · (Σ_t α_t s_t + s_b)``,
+  ``gap <= tol · αᵀGα + ROUNDING · eps · (Σ_t α_t (s_t + (|G|α)_t) + s_b)``,
   ``s_t = |(Gα)_t| + eps (|G|α)_t``,
 
 i.e. when the gap is below ``tol`` relative to the current objective (not to
 the largest ``G_tt``, which can be orders of magnitude larger when the task
 gradients' norms differ), or below the rounding error of the gap itself:
 ``(Gα)_t`` is computed with compensated (twice the working precision)
-products and sums, to about ``eps · s_t``, so no float32 solver can certify
-less (``b`` is the best vertex, ``argmin_t (Gα)_t``). Both terms are invariant to a positive factor on any one
+products and sums, to about ``eps · s_t``, and one bit of a weight ``α_t``
+moves the objective by about ``eps α_t (|G|α)_t``, so no float32 solver can
+certify less (``b`` is the best vertex, ``argmin_t (Gα)_t``). Both terms are invariant to a positive factor on any one
 task's gradient (up to that task's share), so the relative accuracy of the
 update does not depend on the gradients' scales. The loop also stops when a
 step changes nothing twice in a row (rounding reached), or after
@@ -261,7 +262,10 @@ def _stopping(gram, weights, dots, active, tol, linear):
   eps = jnp.finfo(gram.dtype).eps
   best = jnp.argmin(jnp.where(active, dots, jnp.inf))
   sizes = jnp.abs(dots) + eps * magnitudes
-  floor = ROUNDING * eps * (jnp.sum(weights * sizes) + sizes[best])
+  # The weights themselves are float: a change of α_t by its last bit moves
+  # the objective by about eps α_t (|G|α)_t, so the gap cannot go below that.
+  floor = ROUNDING * eps * (jnp.sum(weights * (sizes + magnitudes))
+                            + sizes[best])
   return gap <= tol * value + floor, jnp.isfinite(gap)
 
 
@@ -374,4 +378,7 @@ def _blended_pairwise(gram, active, max_iters, tol, linear=None,
       residual_norm=jnp.zeros([], dtype),
       stalls=jnp.zeros([], jnp.int32))
   final = lax.while_loop(not_done, step, start)
-  return SolverResult(final.weights, final.iterations, final.done)
+  # Two steps that changed nothing: float rounding reached, as converged as
+  # the working precision allows.
+  return SolverResult(final.weights, final.iterations,
+                      final.done | (final.finite & (final.stalls >= 2)))
