@@ -21,8 +21,12 @@ A root exists only if no convex combination of the gradients is zero (no
 Pareto-stationary point; two exactly opposite gradients have none). The
 solver therefore works on ``C + ρI`` with a small ridge ``ρ = RIDGE · T``
 (relative to the unit diagonal of ``C``): the root then always exists and
-stays bounded, and where the exact root exists the ridge moves it by a
-relative ``O(ρ)``. A task with a zero gradient has no root at all
+stays bounded. Where the exact root exists the ridge moves it by
+``δv ≈ −ρ H⁻¹ v``, ``H = C + diag(s_t v_t^{-1/α-1} / α)`` the Hessian of the
+potential at the root: a relative ``O(ρ)`` when the gradients are well
+separated, but up to ``ρ / λ_min(H)``, about ``ρ · cond(C)``, near a
+Pareto-stationary point, where ``C`` is nearly singular and ``v`` large. A task
+with a zero gradient has no root at all
 (``0 = w^{-1/α}``); it gets weight 0 and does not affect the others.
 """
 
@@ -31,6 +35,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from mtl_optax._src.solvers import scaling
+from mtl_optax._src.solvers.result import SolverResult
 
 # Ridge added to the cosine matrix, per task: C + RIDGE·T·I. It must exceed
 # the float32 rounding of C's eigenvalues (≈ T·eps·‖C‖), or the Newton system
@@ -68,7 +73,7 @@ def _relative_expm1(z: jax.Array) -> jax.Array:
 
 
 def solve(cos: jax.Array, shares: jax.Array, alpha, *, max_iters: int,
-          tol) -> tuple[jax.Array, jax.Array]:
+          tol) -> SolverResult:
   """The root ``v > 0`` of ``(C + ρI) v = s ⊙ v^{-1/α}`` by damped Newton.
 
   Args:
@@ -81,7 +86,8 @@ def solve(cos: jax.Array, shares: jax.Array, alpha, *, max_iters: int,
       reached (a Newton step near the root that fails to halve it).
 
   Returns:
-    ``(v, num_steps)``.
+    A :class:`SolverResult` with ``weights = v``; ``converged`` when the
+    residual is below ``tol`` or at the float rounding floor.
   """
   num_tasks = cos.shape[0]
   inverse_alpha = 1.0 / alpha
@@ -166,9 +172,10 @@ def solve(cos: jax.Array, shares: jax.Array, alpha, *, max_iters: int,
   diagonal = jnp.diagonal(matrix)
   start = jnp.exp(alpha / (1.0 + alpha) * jnp.log(shares / diagonal))
   residual = scaled_residual(start)
-  v, _, num_steps, _ = lax.while_loop(
-      not_done, body, (start, residual, 0, residual <= tol))
-  return v, num_steps
+  v, _, num_steps, done = lax.while_loop(
+      not_done, body, (start, residual, jnp.zeros([], jnp.int32),
+                       residual <= tol))
+  return SolverResult(v, num_steps, done)
 
 
 def fair_weights(gram: jax.Array, log_scale: jax.Array, alpha, *,
@@ -192,7 +199,7 @@ def fair_weights(gram: jax.Array, log_scale: jax.Array, alpha, *,
   largest = jnp.where(jnp.any(active), largest, 0.0)
   shares = jnp.where(
       active, jnp.exp(jnp.maximum(log_shares - largest, _LOG_SHARE_FLOOR)), 1.0)
-  v, _ = solve(cos, shares, alpha, max_iters=max_iters, tol=tol)
+  v = solve(cos, shares, alpha, max_iters=max_iters, tol=tol).weights
   # Undo both changes of variables: v = v̂ · largest_share^{α/(1+α)}, w = v / n.
   log_weights = alpha / (1.0 + alpha) * largest + jnp.log(v) - log_norms
   return jnp.where(active, jnp.exp(log_weights), 0.0)

@@ -27,12 +27,15 @@ A step that reaches the border of the simplex drops that vertex exactly.
 ``gap = 2(αᵀGα − min_t (Gα)_t)`` bounds the suboptimality ``αᵀGα − min``.
 The loop stops once
 
-  ``gap <= tol · αᵀGα + ROUNDING · eps · (αᵀ|G|α + (|G|α)_b)``,
+  ``gap <= tol · αᵀGα + ROUNDING · eps · (Σ_t α_t (s_t + (|G|α)_t) + s_b)``,
+  ``s_t = |(Gα)_t| + eps (|G|α)_t``,
 
 i.e. when the gap is below ``tol`` relative to the current objective (not to
 the largest ``G_tt``, which can be orders of magnitude larger when the task
 gradients' norms differ), or below the rounding error of the gap itself:
-``(Gα)_t`` is computed to about ``eps · (|G|α)_t``, so no float32 solver can
+``(Gα)_t`` is computed with compensated (twice the working precision)
+products and sums, to about ``eps · s_t``, and one bit of a weight ``α_t``
+moves the objective by about ``eps α_t (|G|α)_t``, so no float32 solver can
 certify less (``b`` is the best vertex, ``argmin_t (Gα)_t``). Both terms are
 invariant to a positive factor on any one
 task's gradient (up to that task's share), so the relative accuracy of the
@@ -56,8 +59,8 @@ from mtl_optax._src.solvers.result import SolverResult
 
 DEFAULT_MAX_ITERS = 2000
 DEFAULT_TOL = 1e-8
-# The gap is computed to about eps · (αᵀ|G|α + (|G|α)_best); below this
-# many times that, it is rounding noise.
+# The gap is computed to about eps · (Σ α_t s_t + s_best) (see _stopping);
+# below this many times that, it is rounding noise.
 ROUNDING = 16.0
 
 
@@ -68,7 +71,7 @@ class _LoopState(NamedTuple):
   done: jax.Array  # shape=(), dtype=bool; the stopping rule holds
   finite: jax.Array  # shape=(), dtype=bool; the gap is finite
   direction: jax.Array  # shape=[T], same dtype; last conjugate direction
-  residual_sq: jax.Array  # shape=(), same dtype; 0 restarts CG
+  residual_norm: jax.Array  # shape=(), same dtype; 0 restarts CG
   stalls: jax.Array  # shape=(), dtype=int32; steps in a row that did nothing
 
 
@@ -190,10 +193,54 @@ def normalise_scale(gram: jax.Array) -> jax.Array:
   return gram / jnp.ldexp(jnp.ones([], gram.dtype), exponent - 1)
 
 
+def _split(x: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """Dekker's split ``x = hi + lo``, each half of the significand."""
+  bits = jnp.finfo(x.dtype).nmant + 1
+  factor = jnp.asarray(2.0 ** ((bits + 1) // 2) + 1.0, x.dtype)
+  scaled = factor * x
+  high = scaled - (scaled - x)
+  return high, x - high
+
+
 def _matvec(gram: jax.Array, vector: jax.Array) -> jax.Array:
-  # Elementwise products and a sum: exact float32 on every backend (a matmul
-  # may run in TF32 on GPUs, whose 1e-3 error would end the solver early).
-  return jnp.sum(gram * vector[None, :], axis=1)
+  """``G v`` as if accumulated in twice the working precision.
+
+  Task gradients of very different norms make ``(Gα)_t`` a sum of terms
+  much larger than itself (for a long gradient g_t nearly orthogonal to the
+  min-norm point); in plain float32 its relative error is then far above
+  eps and no solver can locate the optimum. Error-free transformations
+  (Dekker's product, Knuth's two-sum in a pairwise tree; Ogita, Rump and
+  Oishi, "Accurate sum and dot product", 2005) keep the rounding of every
+  product and sum, so the result is accurate to about eps relative to
+  ``|G v|``, plus ``eps²`` relative to the terms. Elementwise operations
+  only: no matmul, which may run in TF32 on GPUs.
+  """
+  vector = jnp.broadcast_to(vector[None, :], gram.shape)
+  products = gram * vector
+  gram_high, gram_low = _split(gram)
+  vector_high, vector_low = _split(vector)
+  errors = (((gram_high * vector_high - products) + gram_high * vector_low
+             + gram_low * vector_high) + gram_low * vector_low)
+  compensation = jnp.sum(errors, axis=1)
+  size = 1
+  while size < products.shape[1]:
+    size *= 2
+  partial = jnp.pad(products, ((0, 0), (0, size - products.shape[1])))
+  while partial.shape[1] > 1:
+    left, right = partial[:, 0::2], partial[:, 1::2]
+    total = left + right
+    right_part = total - left
+    compensation = compensation + jnp.sum(
+        (left - (total - right_part)) + (right - right_part), axis=1)
+    partial = total
+  return partial[:, 0] + compensation
+
+
+def _norm(vector: jax.Array) -> jax.Array:
+  """Euclidean norm without underflow or overflow of the squares."""
+  largest = jnp.max(jnp.abs(vector))
+  safe = jnp.where(largest > 0, largest, 1.0)
+  return safe * jnp.sqrt(jnp.sum((vector / safe) ** 2)) * (largest > 0)
 
 
 def _duality_gap(weights, dots, active):
@@ -212,11 +259,17 @@ def _stopping(gram, weights, dots, active, tol, linear):
   """
   gap = _duality_gap(weights, dots, active)
   value = jnp.sum(weights * (dots - linear))  # αᵀGα.
-  # (|G|α)_t + |linear_t| >= |dots_t|.
-  magnitudes = _matvec(jnp.abs(gram), weights) + jnp.abs(linear)
+  # dots carry eps relative to themselves plus eps² relative to their terms
+  # (|G|α)_t + |linear_t| (compensated products and sums, see _matvec).
+  magnitudes = jnp.sum(jnp.abs(gram) * weights[None, :], axis=1) + jnp.abs(
+      linear)
   eps = jnp.finfo(gram.dtype).eps
   best = jnp.argmin(jnp.where(active, dots, jnp.inf))
-  floor = ROUNDING * eps * (jnp.sum(weights * magnitudes) + magnitudes[best])
+  sizes = jnp.abs(dots) + eps * magnitudes
+  # The weights themselves are float: a change of α_t by its last bit moves
+  # the objective by about eps α_t (|G|α)_t, so the gap cannot go below that.
+  floor = ROUNDING * eps * (jnp.sum(weights * (sizes + magnitudes))
+                            + sizes[best])
   return gap <= tol * value + floor, jnp.isfinite(gap)
 
 
@@ -271,15 +324,19 @@ def _blended_pairwise(gram, active, max_iters, tol, linear=None,
     # is minus the gradient projected on that affine subspace.
     face_mean = jnp.sum(jnp.where(support, dots, 0.0)) / jnp.sum(support)
     residual = jnp.where(support, face_mean - dots, 0.0)
-    residual_sq = jnp.sum(residual * residual)
-    conjugacy = jnp.where(loop.residual_sq > 0,
-                          residual_sq / jnp.where(loop.residual_sq > 0,
-                                                  loop.residual_sq, 1.0), 0.0)
-    conjugate = residual + conjugacy * loop.direction
+    # Norms, not squares, and unit-size search directions: with tasks of very
+    # different norms the residuals can be ~1e-20 of G's largest entry, and
+    # their squares (or pᵀGp) would underflow float32.
+    residual_norm = _norm(residual)
+    ratio = jnp.where(loop.residual_norm > 0, residual_norm / jnp.where(
+        loop.residual_norm > 0, loop.residual_norm, 1.0), 0.0)
+    conjugate = residual + ratio * ratio * loop.direction
     # Rounding can break conjugacy; fall back to the projected gradient.
     conjugate = jnp.where(jnp.sum(conjugate * residual) > 0, conjugate,
                           residual)
     direction = jnp.where(add_vertex, pairwise, conjugate)
+    largest = jnp.max(jnp.abs(direction))
+    direction = direction / jnp.where(largest > 0, largest, 1.0)
 
     # Exact line search on f(α + γ p) = f + 2γ pᵀGα + γ² pᵀGp. Σ p = 0, so the
     # slope is taken against centred dots, which cancels less.
@@ -311,7 +368,7 @@ def _blended_pairwise(gram, active, max_iters, tol, linear=None,
         done=done,
         finite=finite,
         direction=jnp.where(restart, zeros, conjugate),
-        residual_sq=jnp.where(restart, jnp.zeros([], dtype), residual_sq),
+        residual_norm=jnp.where(restart, jnp.zeros([], dtype), residual_norm),
         stalls=jnp.where(unchanged, loop.stalls + 1, 0))
 
   done0, finite0 = _stopping(gram, weights0, dots0, active, tol, linear)
@@ -322,10 +379,13 @@ def _blended_pairwise(gram, active, max_iters, tol, linear=None,
       done=done0,
       finite=finite0,
       direction=zeros,
-      residual_sq=jnp.zeros([], dtype),
+      residual_norm=jnp.zeros([], dtype),
       stalls=jnp.zeros([], jnp.int32))
   final = lax.while_loop(not_done, step, start)
-  return SolverResult(final.weights, final.iterations, final.done)
+  # Two steps that changed nothing: float rounding reached, as converged as
+  # the working precision allows.
+  return SolverResult(final.weights, final.iterations,
+                      final.done | (final.finite & (final.stalls >= 2)))
 
 
 def central_direction_weights(
