@@ -77,9 +77,10 @@ METHODS = [
            _props(PERMUTATION_INVARIANT, SCALE_LINEAR)),
     Method('fairgrad', mtl.fairgrad, {'alpha': 1.0}, False,
            _props(NON_CONFLICTING, PERMUTATION_INVARIANT)),
-    # max_norm=0: the cap is Nash-MTL's one step that is not scale-linear.
+    # Nash-MTL solves the raw G α = 1/α (issue 16): like FairGrad at α = 1,
+    # its update does not change when the gradients are scaled.
     Method('nash_mtl', mtl.nash_mtl, {'max_norm': 0.0}, False,
-           _props(NON_CONFLICTING, PERMUTATION_INVARIANT, SCALE_LINEAR)),
+           _props(NON_CONFLICTING, PERMUTATION_INVARIANT)),
     Method('gradvac', mtl.gradvac, {'beta': 0.01}, False,
            _props(SCALE_LINEAR)),
     Method('graddrop', mtl.graddrop, {'leak': 0.0}, False,
