@@ -77,8 +77,8 @@ def solve(gram: jax.Array, c, *, max_iters: int = min_norm.DEFAULT_MAX_ITERS,
   gram = min_norm.normalise_scale(lax.stop_gradient(gram).astype(dtype))
   mean_alignment = jnp.mean(gram, axis=1)  # b = J g_0.
   mean_norm_sq = jnp.maximum(jnp.mean(mean_alignment), 0.0)  # ‖g_0‖².
-  radius = jnp.asarray(c, dtype) * jnp.sqrt(mean_norm_sq)  # r = c‖g_0‖.
-  largest = jnp.sqrt(jnp.max(jnp.diagonal(gram)))
+  radius = jnp.asarray(c, dtype) * numerics.safe_sqrt(mean_norm_sq)  # c‖g_0‖.
+  largest = numerics.safe_sqrt(jnp.max(jnp.diagonal(gram)))
   active = jnp.ones([num_tasks], bool)
   uniform = jnp.full([num_tasks], 1.0 / num_tasks, dtype)
   trivial = ~(radius > 0) | ~(largest > 0)

@@ -54,8 +54,8 @@ from mtl_optax._src import numerics
 from mtl_optax._src.solvers.result import SolverResult
 
 MIN_REG_EPS = 1e-7
-# A coordinate t is freed when its KKT residual exceeds this fraction of
-# √A_tt · Σ_j √A_jj |v_j|, the size of the terms (and rounding) of (A v)_t.
+# A coordinate is freed when its KKT residual exceeds this fraction of
+# max(diag A) · max|v|, the size of the rounding error in A v.
 _KKT_RTOL = 1e-6
 
 
@@ -112,10 +112,11 @@ def _step(matrix, lower, linear, it: _Iterate) -> _Iterate:
   # z_t = 0 ...
   weights = lower + target
   descent = -(matrix @ weights)
-  # Per coordinate, the size of the terms of (A v)_t (|A_tj| <= √A_tt √A_jj),
-  # which bounds its rounding error: scale-free task by task.
-  roots = jnp.sqrt(jnp.maximum(jnp.diagonal(matrix), 0.0))
-  tolerance = _KKT_RTOL * roots * jnp.sum(roots * jnp.abs(weights))
+  # A is trace-normalised with a ridge >= MIN_REG_EPS, so every diagonal
+  # entry is at least that: one global tolerance (a per-task one, measured,
+  # frees rounding-noise coordinates at T = 512 and breaks the inverse).
+  tolerance = _KKT_RTOL * jnp.max(jnp.diagonal(matrix)) * jnp.max(
+      jnp.abs(weights))
   violated = ~it.free & (descent > tolerance)
   any_violated = jnp.any(violated)
   to_free = jnp.argmax(jnp.where(violated, descent, -jnp.inf)).astype(

@@ -62,6 +62,7 @@ DEFAULT_TOL = 1e-8
 # The gap is computed to about eps · (Σ α_t s_t + s_best) (see _stopping);
 # below this many times that, it is rounding noise.
 ROUNDING = 16.0
+_ABSOLUTE_FLOOR = 2.0 ** 40
 
 
 class _LoopState(NamedTuple):
@@ -240,7 +241,7 @@ def _norm(vector: jax.Array) -> jax.Array:
   """Euclidean norm without underflow or overflow of the squares."""
   largest = jnp.max(jnp.abs(vector))
   safe = jnp.where(largest > 0, largest, 1.0)
-  return safe * jnp.sqrt(jnp.sum((vector / safe) ** 2)) * (largest > 0)
+  return safe * numerics.safe_sqrt(jnp.sum((vector / safe) ** 2))
 
 
 def _duality_gap(weights, dots, active):
@@ -268,8 +269,12 @@ def _stopping(gram, weights, dots, active, tol, linear):
   sizes = jnp.abs(dots) + eps * magnitudes
   # The weights themselves are float: a change of α_t by its last bit moves
   # the objective by about eps α_t (|G|α)_t, so the gap cannot go below that.
+  # An absolute floor far below any float32 objective but above the
+  # subnormals: G is normalised (max G_tt in [1, 2)), and when the optimum is
+  # 0 (Pareto-stationary) the relative rule alone would chase it forever.
   floor = ROUNDING * eps * (jnp.sum(weights * (sizes + magnitudes))
-                            + sizes[best])
+                            + sizes[best]) + _ABSOLUTE_FLOOR * jnp.finfo(
+                                gram.dtype).tiny
   return gap <= tol * value + floor, jnp.isfinite(gap)
 
 
@@ -357,6 +362,9 @@ def _blended_pairwise(gram, active, max_iters, tol, linear=None,
     new_weights = jnp.maximum(weights + step_size * direction, 0.0)
     new_weights = jnp.where(drop, new_weights.at[dropped].set(0.0), new_weights)
     new_weights = new_weights / jnp.sum(new_weights)
+    # Rounding must never leave the simplex (e.g. every weight underflowing).
+    new_weights = jnp.where(jnp.all(jnp.isfinite(new_weights)), new_weights,
+                            weights)
     new_dots = _matvec(gram, new_weights) + linear
     restart = add_vertex | drop | (step_size <= 0)
     unchanged = jnp.all(new_weights == weights)
