@@ -111,12 +111,12 @@ NOTES = {
             'log-uniform family, 0.4 in the Gaussian one); the second row '
             '(epsilon=1e-9, max_iters=1000) is closer but still not converged. '
             'Ours (max_iters=2000) is within 2e-5 of that solution except on '
-            'rare log-uniform inputs where it stops at max_iters (see the '
-            'bench_parity report: T=10 P=100 trial 12 has 5.4x the minimal '
-            'wᵀGw; max_iters=20000 converges).',
+            'rare log-uniform inputs where it stops at max_iters without '
+            'converging (T=10 P=100, trial 12: 5.4x the minimal wᵀGw, 2240 '
+            'iterations needed; max_iters=20000 converges).',
     'imtl': "Log-uniform family: TorchJD's float32 torch.linalg.pinv of the "
             'Gramian (cut-off T·ε·σ_max) drops the small gradients\' '
-            'directions: it is up to 110x its norm from the exact (float64 '
+            'directions: it is up to 2.4e3x its norm from the exact (float64 '
             'solve) IMTL-G update, ours within 1e-6 (float64 tables: both '
             'agree). Square J (T = P = 10, cond(J) up to 9e3): ours '
             "drops Gramian eigenvalues below 1e-5·λ_max (the rank threshold "
