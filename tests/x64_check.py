@@ -10,13 +10,10 @@ import sys
 import traceback
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 
-jax.config.update('jax_enable_x64', True)
-
-import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-import numpy as np  # pylint: disable=g-import-not-at-top
-
-from mtl_optax.catalog import METHODS  # pylint: disable=g-import-not-at-top
+from mtl_optax.catalog import METHODS
 
 NUM_TASKS = 4
 
@@ -62,4 +59,7 @@ def main():
 
 
 if __name__ == '__main__':
+  # Only when run as a script: pytest's doctest collection imports this
+  # module, and x64 must not leak into the test session.
+  jax.config.update('jax_enable_x64', True)
   main()
