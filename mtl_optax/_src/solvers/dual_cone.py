@@ -112,9 +112,9 @@ def _step(matrix, lower, linear, it: _Iterate) -> _Iterate:
   # z_t = 0 ...
   weights = lower + target
   descent = -(matrix @ weights)
-  # A is trace-normalised with a ridge >= MIN_REG_EPS, so every diagonal
-  # entry is at least that: one global tolerance (a per-task one, measured,
-  # frees rounding-noise coordinates at T = 512 and breaks the inverse).
+  # One global tolerance. A per-task one (√A_tt Σ_j √A_jj |v_j|, smaller for
+  # small tasks) was measured to give NaN at T = 512 (property suite): the
+  # extra coordinates it frees have rounding-noise Schur complements.
   tolerance = _KKT_RTOL * jnp.max(jnp.diagonal(matrix)) * jnp.max(
       jnp.abs(weights))
   violated = ~it.free & (descent > tolerance)
