@@ -69,8 +69,10 @@ def _step(hessian, linear, atol, dependence_tol, it: _Iterate) -> _Iterate:
 
   # Pick the most violated constraint, unless one is being added already.
   slacks = jnp.where(it.active, 0.0, hessian @ it.multipliers - linear)
-  most_violated = jnp.argmin(slacks).astype(jnp.int32)
-  violated = slacks[most_violated] < -atol
+  # Each constraint is measured against its own tolerance, so a task with a
+  # tiny normalised gradient is held to its own scale (atol > 0).
+  most_violated = jnp.argmin(slacks / atol).astype(jnp.int32)
+  violated = slacks[most_violated] < -atol[most_violated]
   entering = jnp.where(it.adding, it.entering, most_violated)
   slack = jnp.where(it.adding, it.slack, slacks[most_violated])
   finished = ~it.adding & ~violated
@@ -134,8 +136,9 @@ def solve(gram: jax.Array, taus: jax.Array, *, max_iters: int,
     taus: ``[T-1]`` fractions ``τ_j``.
     max_iters: Python int, the step cap (it only guards against cycling
       from rounding; the current iterate is returned when it is reached).
-    tol: a constraint counts as met when violated by at most ``tol`` times
-      the largest diagonal entry of ``gram``.
+    tol: a constraint ``j`` counts as met when violated by at most ``tol``
+      times ``‖g̃_j‖ · max_t ‖g̃_t‖``, so a small task is held to its own
+      scale.
     dependence_tol: ``g_p`` counts as a combination of the active gradients
       when its orthogonal part's squared norm is at most this fraction of
       its own; above float32 rounding, so dependent gradients do not get
@@ -153,7 +156,11 @@ def solve(gram: jax.Array, taus: jax.Array, *, max_iters: int,
                     jnp.ones([], bool))
   hessian = gram[1:, 1:]
   linear = taus.astype(jnp.float32) * jnp.diagonal(hessian) - gram[1:, 0]
-  atol = tol * jnp.maximum(jnp.max(jnp.diagonal(gram)),
+  # ``g̃_j · d`` is computed to about eps ‖g̃_j‖ ‖d‖: the tolerance of
+  # constraint j scales with ‖g̃_j‖ times the largest norm, not with the
+  # largest squared norm alone (which would accept a small task's violation).
+  diagonal = jnp.maximum(jnp.diagonal(hessian), 0.0)
+  atol = tol * jnp.maximum(jnp.sqrt(diagonal * jnp.max(jnp.diagonal(gram))),
                            jnp.finfo(jnp.float32).tiny)
   size = num_tasks - 1
   start = _Iterate(
