@@ -33,28 +33,25 @@ def fail(message: str, prog: str | None = None) -> None:
   sys.exit(2)
 
 
-def positive_int(text: str) -> int:
-  """An ``argparse`` type: an integer ≥ 1."""
+def _integer_at_least(text: str, smallest: int) -> int:
   try:
     value = int(text)
   except ValueError:
     raise argparse.ArgumentTypeError(
         f'{text!r} is not an integer') from None
-  if value < 1:
-    raise argparse.ArgumentTypeError(f'must be ≥ 1, got {value}')
+  if value < smallest:
+    raise argparse.ArgumentTypeError(f'must be ≥ {smallest}, got {value}')
   return value
+
+
+def positive_int(text: str) -> int:
+  """An ``argparse`` type: an integer ≥ 1."""
+  return _integer_at_least(text, 1)
 
 
 def non_negative_int(text: str) -> int:
   """An ``argparse`` type: an integer ≥ 0."""
-  try:
-    value = int(text)
-  except ValueError:
-    raise argparse.ArgumentTypeError(
-        f'{text!r} is not an integer') from None
-  if value < 0:
-    raise argparse.ArgumentTypeError(f'must be ≥ 0, got {value}')
-  return value
+  return _integer_at_least(text, 0)
 
 
 def positive_float(text: str) -> float:
