@@ -171,6 +171,19 @@ def gramian(task_grads: Any) -> tuple[jax.Array, jax.Array]:
   return lax.cond(in_range, lambda _: (gram, one), rescaled, None)
 
 
+def replicated(array: jax.Array) -> jax.Array:
+  """``array`` replicated over the mesh it lives on (as is without a mesh).
+
+  A per-task vector computed from task-sharded gradients is itself sharded
+  over the task axis; weights must be replicated before they contract with
+  those gradients, or the output's sharding is ambiguous on Explicit axes.
+  """
+  mesh = jax.typeof(array).sharding.mesh
+  if mesh.empty:
+    return array
+  return jax.sharding.reshard(array, _replicated(array))
+
+
 def weighted_sum(weights: jax.Array, task_grads: Any) -> Any:
   """``Σ_t weights[t] · task_grads[t]`` for every leaf, as one dot product each.
 

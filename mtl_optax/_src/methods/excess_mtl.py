@@ -141,7 +141,8 @@ def excess_mtl(
     accumulated = [_accumulate(root, jax.lax.stop_gradient(grads))
                    for root, grads in zip(state.root_sum_squares, shared)]
     roots = tuple(root for root, _ in accumulated)
-    excess = sum(leaf_excess for _, leaf_excess in accumulated)  # Eqs. 6–7.
+    excess = gramian_lib.replicated(  # Eqs. 6–7.
+        sum(leaf_excess for _, leaf_excess in accumulated))
 
     count = state.count
     in_warmup = count < warmup_steps
