@@ -335,6 +335,13 @@ def merge_leaves(flags: list[bool], treedef, shared: list, specific: list):
   return jax.tree.unflatten(treedef, leaves)
 
 
+def check_shared(name: str, shared: list) -> None:
+  """A balancer needs at least one shared leaf."""
+  if not shared:
+    raise ValueError(f'{name}: every leaf is task-specific; nothing to '
+                     'balance.')
+
+
 def check_task_grads(name: str, num_tasks: int, task_grads: Any) -> None:
   """Every leaf is a floating-point array with a leading task axis of size T."""
   check_task_axis(name, num_tasks, task_grads)
@@ -500,9 +507,7 @@ def balancer(
 
   def step(shared, specific, losses, state, inputs_finite):
     if weighting.reads_gram:
-      if not shared:
-        raise ValueError(f'{name}: every leaf is task-specific; nothing to '
-                         'balance.')
+      check_shared(name, shared)
       gram, scale = gramian_lib.gramian(shared)
       shared_finite = numerics.all_finite(gram, scale)
     else:

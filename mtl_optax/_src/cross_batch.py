@@ -177,9 +177,7 @@ def cross_balancer(
   def make_step(shared_2, shared_3, cross_covers_update):
 
     def step(shared, specific, losses, state, inputs_finite):
-      if not shared:
-        raise ValueError(f'{name}: every leaf is task-specific; nothing to '
-                         'balance.')
+      base.check_shared(name, shared)
       cross, scale = cross_gramian(shared_2, shared_3)
       # A Gramian is finite exactly when its inputs are; the update's own
       # batch needs a check of its own when it is not in the product.

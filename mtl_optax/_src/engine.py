@@ -55,9 +55,7 @@ class _Linearised:
   def __init__(self, name, fn, params, args, flags, has_aux):
     treedef = jax.tree.structure(params)
     shared, specific = base.split_leaves(flags, params)
-    if not shared:
-      raise ValueError(f'{name}: every leaf is task-specific; nothing to '
-                       'balance.')
+    base.check_shared(name, shared)
 
     def of_leaves(leaves):
       shared_leaves, specific_leaves = leaves

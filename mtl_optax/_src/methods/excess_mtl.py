@@ -130,9 +130,7 @@ def excess_mtl(
 
   def step(shared, specific, losses, state, inputs_finite):
     del losses
-    if not shared:
-      raise ValueError(f'{name}: every leaf is task-specific; nothing to '
-                       'balance.')
+    base.check_shared(name, shared)
     if len(shared) != len(state.root_sum_squares):
       raise ValueError(
           f'{name}: the state accumulates {len(state.root_sum_squares)} '

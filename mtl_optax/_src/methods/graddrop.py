@@ -149,9 +149,7 @@ def graddrop(
 
   def step(shared, specific, losses, state, inputs_finite):
     del losses  # Not used, but a non-finite one marks a bad step.
-    if not shared:
-      raise ValueError(f'{name}: every leaf is task-specific; nothing to '
-                       'balance.')
+    base.check_shared(name, shared)
     next_key, draw_key = jax.random.split(state.key)
     leaf_keys = jax.random.split(draw_key, len(shared))
     leaks = jnp.broadcast_to(jnp.asarray(leak, jnp.float32), (num_tasks,))

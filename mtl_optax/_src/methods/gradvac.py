@@ -237,9 +237,7 @@ def gradvac_balancer(
 
   def step(shared, specific, losses, state, inputs_finite):
     del losses  # Not used, but a non-finite one marks a bad step.
-    if not shared:
-      raise ValueError(f'{name}: every leaf is task-specific; nothing to '
-                       'balance.')
+    base.check_shared(name, shared)
     targets = state.weighting_state.targets
     if targets.shape[0] != len(shared):
       raise ValueError(

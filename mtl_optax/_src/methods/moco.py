@@ -116,9 +116,7 @@ def moco(
         tracked=tracked, count=jnp.zeros([], jnp.int32))
 
   def step(shared, specific, losses, state, inputs_finite):
-    if not shared:
-      raise ValueError(f'{name}: every leaf is task-specific; nothing to '
-                       'balance.')
+    base.check_shared(name, shared)
     if len(shared) != len(state.tracked):
       raise ValueError(
           f'{name}: the state tracks {len(state.tracked)} shared leaves but '

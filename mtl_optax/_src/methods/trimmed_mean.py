@@ -109,9 +109,7 @@ def trimmed_mean(
 
   def step(shared, specific, losses, state, inputs_finite):
     del losses, state
-    if not shared:
-      raise ValueError(f'{name}: every leaf is task-specific; nothing to '
-                       'balance.')
+    base.check_shared(name, shared)
     finite = inputs_finite & numerics.all_finite(*shared)
     trimmed = [_trim_leaf(leaf, trim_number) for leaf in shared]
     updates = [update for update, _ in trimmed]
