@@ -2,9 +2,9 @@
 
 Three tables.
 
-1. The min-norm solver (``mtl.min_norm_weights``: blended pairwise
-   Frank-Wolfe with conjugate gradients on the face, scale-free stopping rule,
-   see docs/solvers.md) for each T and kind of Jacobian: random (a common
+1. The min-norm solver (``mtl.min_norm_weights``: Wolfe's active-set
+   method on the equilibrated Gramian, scale-free stopping rule, see
+   docs/solvers.md) for each T and kind of Jacobian: random (a common
    component plus noise), ill-conditioned (singular values from 1 to 1e-4),
    rank-deficient (rank T/3, norms over e^±2) and scaled (row norms
    log-uniform over 1e-3 … 1e3, the case of issue 16). Iterations, the worst

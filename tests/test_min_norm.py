@@ -92,6 +92,9 @@ def test_two_tasks_special_cases():
   for name, (gram, expected) in cases.items():
     for closed_form in (True, False):
       weights = _solver(closed_form)(jnp.asarray(gram)).weights
+      if name == 'equal' and not closed_form:
+        # Any split is optimal; Wolfe's method stops on its first vertex.
+        expected = [1.0, 0.0]
       np.testing.assert_allclose(weights, expected, atol=1e-6, err_msg=name)
 
 

@@ -43,7 +43,8 @@ def test_orthogonal_gradients_by_hand():
   np.testing.assert_allclose(update, [1.0, 1.0], rtol=1e-5)
 
 
-@pytest.mark.parametrize('num_tasks', [2, 3, 5])
+@pytest.mark.parametrize(
+    'num_tasks', [2, 3, pytest.param(5, marks=pytest.mark.slow)])
 def test_equals_fairgrad_with_alpha_one(num_tasks):
   # The docstring's claim: Nash-MTL (no cap) is FairGrad at α = 1.
   fair = mtl.fairgrad(num_tasks, alpha=1.0)

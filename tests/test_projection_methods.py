@@ -332,5 +332,7 @@ def test_config_matches_its_definition_and_has_equal_positive_cosines(seed):
   expected = (jac @ best_unit).sum() * best_unit
   np.testing.assert_allclose(updates, expected, rtol=1e-4, atol=1e-5)
   cosines = units @ np.asarray(updates, np.float64) / np.linalg.norm(updates)
-  np.testing.assert_allclose(cosines, cosines[0], rtol=1e-4)
+  # 2e-4: float32 eigh and pseudo-inverse rounding (measured 1.01e-4 with
+  # another CPU code generation).
+  np.testing.assert_allclose(cosines, cosines[0], rtol=2e-4)
   assert cosines[0] > 0

@@ -10,6 +10,7 @@ import functools
 import inspect
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -27,11 +28,27 @@ from mtl_optax.catalog import PERMUTATION_INVARIANT
 from mtl_optax.catalog import SCALE_LINEAR
 
 NUM_TASKS = 4
-CASES = [pytest.param(method, id=method.name) for method in METHODS]
+_NAMES = {method.name for method in METHODS}
+
+
+def _case(method):
+  """One method as a test parameter.
+
+  An entry that is another option of a method the catalog also has under its
+  own name (``mgda.l2`` beside ``mgda``) runs in the full suite only, so the
+  everyday subset (``-m "not slow"``) covers each method once.
+  """
+  base = re.split(r'[.+]', method.name)[0]
+  option = base != method.name and base in _NAMES
+  return pytest.param(method, id=method.name,
+                      marks=[pytest.mark.slow] if option else [])
+
+
+CASES = [_case(method) for method in METHODS]
 
 
 def _with(prop):
-  return [pytest.param(m, id=m.name) for m in METHODS if prop in m.properties]
+  return [_case(m) for m in METHODS if prop in m.properties]
 
 
 # ---------------------------------------------------------------------------
@@ -146,7 +163,7 @@ def test_structure_shape_and_dtype_in_three_precisions(method):
 
 @pytest.mark.parametrize('method', CASES)
 def test_no_retrace_and_state_is_stable(method):
-  tx, update, state = _compiled(method)
+  _, update, state = _compiled(method)
   matrix = _conflicting_matrix()
   _, state1 = update(_tree(matrix), state, _losses())
   _, state2 = update(_tree(2 * matrix), state1, 2 * _losses())
@@ -156,6 +173,14 @@ def test_no_retrace_and_state_is_stable(method):
     assert jnp.asarray(before).dtype == jnp.asarray(after).dtype
   assert jnp.shape(_weights(state2)) == (NUM_TASKS,)
   assert _weights(state2).dtype == jnp.float32
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('method', CASES)
+def test_state_passes_through_both_branches_of_a_cond(method):
+  tx, update, state = _compiled(method)
+  matrix = _conflicting_matrix()
+  _, state1 = update(_tree(matrix), state, _losses())
 
   # Returning the state from both branches of a lax.cond compiles only if
   # its structure, shapes and dtypes do not depend on the step.
@@ -170,6 +195,7 @@ def test_no_retrace_and_state_is_stable(method):
   _assert_same_tree(_key_data(maybe_step(False, state1)), _key_data(state1))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('method', CASES)
 def test_unknown_extra_args_are_ignored(method):
   tx, _, state = _compiled(method)
@@ -193,6 +219,7 @@ def _static_args(method):
   return tuple(sorted(static & set(signature.parameters)))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('method', CASES)
 def test_float_hyperparameters_work_under_inject_hyperparams(method):
   injected = optax.inject_hyperparams(

@@ -9,13 +9,16 @@ then the balancer's update) in three layouts:
   dimension, sharded over ``'model'``, the batch over ``'data'``;
 * ``task``: the stacked task gradients sharded along their task axis.
 
-Every registered method runs on meshes with Explicit axes, the default of
-``jax.make_mesh``: shardings are part of the types, so a method that mixes
-them wrongly fails at trace time. On Auto axes the partitioner chooses the
-layout and cannot change the values, only the communication, so a Gramian
-weighting stands for every method there, and the HLO test below checks the
-communication of the FSDP step on both kinds of mesh: the Gramian is an
-all-reduce of ``T x T`` partial sums and no ``T x P`` array is gathered.
+Every registered method runs in the ``fsdp`` and ``task`` layouts on meshes
+with Explicit axes, the default of ``jax.make_mesh``: shardings are part of
+the types, so a method that mixes them wrongly fails at trace time. In the
+``data`` layout every task-gradient leaf reaches the balancer replicated,
+as on one device; a few methods of different kinds run there. On Auto axes
+the partitioner chooses the layout and cannot change the values, only the
+communication, so a Gramian weighting stands for every method there, and
+the HLO test below checks the communication of the FSDP step on both kinds
+of mesh: the Gramian is an all-reduce of ``T x T`` partial sums and no
+``T x P`` array is gathered.
 
 Each method compiles one unsharded reference step and one program per
 layout, and runs each once.
@@ -38,6 +41,9 @@ from mtl_optax.catalog import METHODS
 NUM_TASKS = 4  # No model dimension is 4, so a gathered [T, ...] is visible.
 BATCH, IN, HIDDEN = 16, 8, 16
 LAYOUTS = ('data', 'fsdp', 'task')
+# The data layout: a Gramian method, a transformation with a random key and a
+# chain with state of its own.
+DATA_LAYOUT_METHODS = ('mgda', 'graddrop', 'db_mtl')
 AXIS_TYPES = {'explicit': AxisType.Explicit, 'auto': AxisType.Auto}
 TASK_SPECIFIC = {'trunk': {'w': False, 'b': False}, 'heads': True}
 
@@ -187,10 +193,15 @@ def _assert_matches_one_device(method_name, layout, axis_type):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize('layout', LAYOUTS)
+@pytest.mark.parametrize('layout', ('fsdp', 'task'))
 @pytest.mark.parametrize('method', [m.name for m in METHODS])
 def test_explicit_mesh_matches_one_device(method, layout):
   _assert_matches_one_device(method, layout, AxisType.Explicit)
+
+
+@pytest.mark.parametrize('method', DATA_LAYOUT_METHODS)
+def test_explicit_data_parallel_mesh_matches_one_device(method):
+  _assert_matches_one_device(method, 'data', AxisType.Explicit)
 
 
 @pytest.mark.parametrize('layout', LAYOUTS)

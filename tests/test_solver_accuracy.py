@@ -40,14 +40,9 @@ from mtl_optax._src.solvers import scaling
 from mtl_optax._src.solvers import spectral
 import solver_references as ref
 
-TASK_COUNTS = [2, 3, 5, pytest.param(10, marks=pytest.mark.slow),
-               pytest.param(32, marks=pytest.mark.slow)]
-# MGDA's and CAGrad's solvers do not reach the 1e-4 target yet at T = 10
-# and 32 on the scaled family: on some cases the min-norm loop hits its
-# 2000-iteration cap (measured: median 1.6e-5 to 4.9e-5, worst cases above
-# 1), so those two run at the task counts where the target holds (issue 16
-# stays open on this point; benchmarks/results/parity.md has an example).
-REACHED_TASK_COUNTS = [2, 3, 5]
+# The everyday subset runs T = 2 and 3; the full suite all five.
+TASK_COUNTS = [2, 3] + [pytest.param(t, marks=pytest.mark.slow)
+                        for t in (5, 10, 32)]
 NUM_SCALED = 20
 NUM_ILL = 4
 NUM_DEFICIENT = 4
@@ -103,14 +98,11 @@ def _updates(weigh, jacobians, *extra):
   Gramian (the factories add only the Gramian and the weighted sum), so the
   suite compiles solvers, not whole transformations, and stays fast.
   """
-  # One compiled call per case rather than jax.vmap: a vmapped fair-allocation
-  # solve of the T = 5 batch does not terminate (see the report of issue 16's
-  # branch); each call takes well under a millisecond.
-  step = jax.jit(weigh)
+  # Batched with jax.vmap: every solver's loops must end for the whole batch
+  # (a while loop nested in fair allocation's Newton loop once did not).
   grams = _gram32(jacobians)
   extra = [jnp.asarray(x, jnp.float32) for x in extra]
-  weights = np.stack([np.asarray(step(grams[n], *[x[n] for x in extra]),
-                                 np.float64) for n in range(len(jacobians))])
+  weights = np.asarray(jax.jit(jax.vmap(weigh))(grams, *extra), np.float64)
   return np.einsum('nt,ntp->np', weights, jacobians)
 
 
@@ -127,18 +119,16 @@ def _check(errors, tolerance, kinds):
 
 
 def _check_min_norm(errors, kinds):
-  """1e-4 on most cases; 2e-3 is the float32 floor measured on the others.
+  """1e-4; 1e-3 on the ill-conditioned cases, where float32 cannot do better.
 
-  When a gradient ~1e5 times longer than the min-norm point is in the
-  optimal support, its weight (e.g. 5e-7, case 17 of T = 3) multiplies that
-  length, and float32 can locate it only to ~1e-3 relative: the condition
-  ``(Gα)_t = αᵀGα`` for that task is a difference of terms 1e5 times larger
-  than the result. Nearly parallel unit gradients (ill-conditioned, T = 2
-  closed form) give ~3e-4 for the same reason. The median case is 1e-7.
+  There the singular values of J go down to 1e-2 of the largest, so some
+  differences of cosines the solution depends on are ~1e-4, and the float32
+  Gramian itself carries them only to eps · cond(C) ≈ 1e-3 relative (measured
+  worst: 3.1e-4, T = 2 with 'l2', the closed form; 4e-5 at T = 10).
   """
-  assert np.median(errors) <= 1e-5, np.median(errors)
-  assert np.mean(errors <= 1e-4) >= 0.9, np.sort(errors)[-5:]
-  _check(errors, 2e-3, kinds)
+  ill = kinds == 'ill_conditioned'
+  _check(errors[~ill], 1e-4, kinds[~ill])
+  _check(errors[ill], 1e-3, kinds[ill])
 
 
 def _min_norm_point(gram):
@@ -153,7 +143,7 @@ def _min_norm_point(gram):
 # Min-norm family: MGDA (every normalisation), central direction.
 
 
-@pytest.mark.parametrize('num_tasks', REACHED_TASK_COUNTS)
+@pytest.mark.parametrize('num_tasks', TASK_COUNTS)
 @pytest.mark.parametrize('normalization', ['none', 'l2', 'loss', 'loss+'])
 def test_mgda(num_tasks, normalization):
   jacobians, kinds = _cases(num_tasks)
@@ -206,7 +196,7 @@ def test_central_direction(num_tasks):
 # CAGrad.
 
 
-@pytest.mark.parametrize('num_tasks', REACHED_TASK_COUNTS)
+@pytest.mark.parametrize('num_tasks', TASK_COUNTS)
 def test_cagrad(num_tasks):
   jacobians, kinds = _cases(num_tasks)
   c = 0.5
@@ -228,7 +218,7 @@ def test_cagrad(num_tasks):
     # Certificate: strong duality, min_t g_t·d equals the dual's value.
     np.testing.assert_allclose((jacobian @ direction).min(),
                                ref.cagrad_dual_objective(gram, weights, c),
-                               rtol=1e-9)
+                               rtol=1e-6)
     references.append(direction)
   _check(_relative_errors(updates, np.array(references)), 1e-4, kinds)
 
@@ -350,8 +340,9 @@ def test_spectral(num_tasks, method):
     keep = conditions <= 1e4
     errors, kinds = errors[keep], kinds[keep]
   # Ill-conditioned and rank-deficient cases: the pseudo-inverse of a float32
-  # cosine matrix of condition up to 1e4 carries ~eps·cond: 1e-3 there.
-  tolerance = np.where(kinds == 'scaled', 1e-4, 1e-3)
+  # cosine matrix of condition up to 1e4 carries ~eps·cond ≈ 1.2e-3 there
+  # (measured up to 1.26e-3, ConFIG at T = 5): 2e-3.
+  tolerance = np.where(kinds == 'scaled', 1e-4, 2e-3)
   assert np.all(errors <= tolerance), (errors.max(), kinds[np.argmax(
       errors / tolerance)])
 

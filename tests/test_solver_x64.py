@@ -17,6 +17,7 @@ import sys
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -92,6 +93,7 @@ def solver_weights(dtype):
   }
 
 
+@pytest.mark.slow
 def test_every_solver_and_method_runs_under_x64():
   result = subprocess.run(
       [sys.executable, '-c', SCRIPT, str(ROOT)], capture_output=True,

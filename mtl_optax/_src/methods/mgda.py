@@ -55,7 +55,8 @@ def mgda(
   ``d = Σ_t α*_t g_t``,
 
   solved on the Gramian by :func:`min_norm_weights` (closed form for T = 2,
-  a compiled, linearly convergent Frank-Wolfe method otherwise). With
+  Wolfe's compiled active-set method otherwise, exact after finitely many
+  steps whatever the gradients' norms). With
   ``normalization='none'``, ``d`` is the shortest vector of the convex hull,
   so ``g_t · d >= ‖d‖² >= 0`` for every task: no task's loss increases to
   first order, and ``d = 0`` exactly when the point is Pareto-stationary.

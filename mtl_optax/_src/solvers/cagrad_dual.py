@@ -24,17 +24,17 @@ min-norm value ``m`` and ``max_t ‖g_t‖``), and bracketed by
 ``τ_lo = log(m / r)`` (``h >= 0``) and ``τ_hi = log(max_t ‖g_t‖ / r)``
 (``h <= 0``). The root is found by the Illinois variant of regula falsi;
 each evaluation of ``h`` solves (2) with the min-norm solver
-(:mod:`min_norm`: blended pairwise conditional gradients with conjugate
-gradients on the face, warm-started from the previous ``α``), which handles
-rank-deficient and ill-conditioned Gramians and stops on the scale-free
-duality-gap rule.
+(:mod:`min_norm`: Wolfe's active-set method with a linear term, warm-started
+from the previous ``α``, whose support is affinely independent), which
+handles rank-deficient and ill-conditioned Gramians and stops on its
+scale-free rule.
 
 **Stopping rule, scale-free.** The outer loop stops once ``|h| <= tol``: the
 fixed point ``‖x‖ = r μ`` holds to a relative ``tol`` (``h`` is a difference
 of logarithms, so it does not depend on any scale), or when the bracket has
 shrunk to float resolution, or after ``MAX_ROOT_STEPS`` evaluations. The
-inner solves use the min-norm rule (gap below ``1e-8 ‖x‖²``, which bounds
-``‖x − x(μ)‖²``, or at its float32 rounding floor).
+inner solves use the min-norm rule (no task improves the objective by more
+than ``1e-8 ‖x‖²`` plus its rounding error).
 
 If the hull contains 0 and ``F >= 0`` on it, the minimum is ``g_w = 0``
 (``h < 0`` already at ``τ_lo``); the solver returns ``α(μ_lo)``, whose
@@ -81,6 +81,7 @@ def solve(gram: jax.Array, c, *, max_iters: int = min_norm.DEFAULT_MAX_ITERS,
   largest = numerics.safe_sqrt(jnp.max(jnp.diagonal(gram)))
   active = jnp.ones([num_tasks], bool)
   uniform = jnp.full([num_tasks], 1.0 / num_tasks, dtype)
+  vertex = min_norm.first_vertex(gram, active)  # Wolfe's cold start.
   trivial = ~(radius > 0) | ~(largest > 0)
   safe_radius = jnp.where(trivial, 1.0, radius)
   log_radius = jnp.log(safe_radius)
@@ -107,7 +108,7 @@ def solve(gram: jax.Array, c, *, max_iters: int = min_norm.DEFAULT_MAX_ITERS,
     point = jnp.where(step == 1, low, jnp.where(
         step == 2, hi, regula_falsi(lo, lo_h, hi, hi_h)))
     mu = jnp.where(step == 0, 0.0, jnp.exp(point))
-    result = min_norm._blended_pairwise(  # Problem (2).
+    result = min_norm._wolfe(  # Problem (2).
         gram, active, max_iters, min_norm.DEFAULT_TOL,
         linear=mu * mean_alignment, weights0=last_w)
     weights = result.weights
@@ -142,7 +143,7 @@ def solve(gram: jax.Array, c, *, max_iters: int = min_norm.DEFAULT_MAX_ITERS,
             new_side, step + 1, iters + result.iterations, done)
 
   zero = jnp.zeros([], dtype)
-  start = (zero, zero, uniform, high_end, zero, uniform, uniform,
+  start = (zero, zero, vertex, high_end, zero, vertex, vertex,
            jnp.zeros([], jnp.int32), jnp.zeros([], jnp.int32),
            jnp.zeros([], jnp.int32), trivial)
   final = lax.while_loop(not_done, body, start)

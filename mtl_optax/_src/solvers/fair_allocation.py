@@ -94,20 +94,21 @@ def solve(cos: jax.Array, shares: jax.Array, alpha, *, max_iters: int,
   power = 1.0 - inverse_alpha  # φ_α(v) = (v^power − 1) / power.
   matrix = cos + RIDGE * num_tasks * jnp.eye(num_tasks, dtype=cos.dtype)
 
-  def potential_change(v, step, length):
-    """``F(v + length·step) − F(v)``, without the cancellation of a difference.
+  def potential_changes(v, step, lengths):
+    """``F(v + L·step) − F(v)`` for each length ``L``, without cancellation.
 
-    The quadratic part is expanded; for the utility part,
-    ``φ(v(1+r)) − φ(v) = v^power · L · (e^{power·L} − 1)/(power·L)`` with
-    ``L = log1p(r)``, accurate however small ``r`` is. So the Armijo test
+    The quadratic part is expanded in ``L``; for the utility part,
+    ``φ(v(1+r)) − φ(v) = v^power · ℓ · (e^{power·ℓ} − 1)/(power·ℓ)`` with
+    ``ℓ = log1p(r)``, accurate however small ``r`` is. So the Armijo test
     stays meaningful down to float32's last bits.
     """
-    move = length * step
-    quadratic = move @ matrix @ v + 0.5 * move @ matrix @ move
-    log_ratio = jnp.log1p(move / v)
+    linear_term = step @ matrix @ v
+    curvature = step @ matrix @ step
+    quadratic = lengths * linear_term + 0.5 * lengths ** 2 * curvature
+    log_ratio = jnp.log1p(lengths[:, None] * step[None, :] / v[None, :])
     utility = jnp.exp(power * jnp.log(v)) * log_ratio * _relative_expm1(
         power * log_ratio)
-    return quadratic - jnp.sum(shares * utility)
+    return quadratic - jnp.sum(shares * utility, axis=1)
 
   def demand(v):  # s ⊙ v^{-1/α}, the right-hand side.
     return shares * jnp.exp(-inverse_alpha * jnp.log(v))
@@ -134,21 +135,19 @@ def solve(cos: jax.Array, shares: jax.Array, alpha, *, max_iters: int,
     return grad, step, decrement
 
   def step_length(v, step, decrement):
-    # Largest step that keeps v > 0, shortened by 1 %, then backtracking.
+    # Largest step that keeps v > 0, shortened by 1 %, then backtracking:
+    # the first of its halvings that passes the Armijo test (the last one if
+    # none does). All of them at once rather than in a while loop: a loop
+    # nested in the Newton loop made a vmapped solve run for minutes.
     shrinking = step < 0
     limits = jnp.where(shrinking, -v / jnp.where(shrinking, step, -1.0),
                        jnp.inf)
-    length = jnp.minimum(1.0, 0.99 * jnp.min(limits))
-
-    def too_long(carry):
-      length, halvings = carry
-      worse = potential_change(v, step, length) > (
-          -_ARMIJO * length * decrement)
-      return worse & (halvings < _MAX_HALVINGS)
-
-    length, _ = lax.while_loop(
-        too_long, lambda c: (0.5 * c[0], c[1] + 1), (length, 0))
-    return length
+    longest = jnp.minimum(1.0, 0.99 * jnp.min(limits))
+    lengths = longest * 0.5 ** jnp.arange(_MAX_HALVINGS + 1, dtype=v.dtype)
+    passes = potential_changes(v, step, lengths) <= (
+        -_ARMIJO * lengths * decrement)
+    passes = passes.at[-1].set(True)
+    return lengths[jnp.argmax(passes)]
 
   def not_done(carry):
     _, _, num_steps, done = carry
