@@ -298,10 +298,10 @@ def test_dual_cone(num_tasks, method):
     else:
       weights = _bound_projection(matrix, np.full(num_tasks, 1 / num_tasks))
     references.append(weights @ jacobian)
-  # 2e-4: the dual-cone KKT tolerance is global (max diag A), so a task whose
-  # gradient is far smaller than the others is freed a little late; measured
-  # worst 1.3e-4 (T = 5). A per-task tolerance broke T = 512 (docs/solvers.md).
-  _check(_relative_errors(updates, np.array(references)), 2e-4, kinds)
+  # The dual-cone KKT tolerance is global (5e-8·√T·max diag A·max|v|), so a
+  # task whose gradient is far smaller than the others is freed a little
+  # late; measured worst 3.8e-5 (UPGrad, T = 32).
+  _check(_relative_errors(updates, np.array(references)), 1e-4, kinds)
 
 
 # ---------------------------------------------------------------------------
