@@ -16,7 +16,8 @@ Three tables.
    method (FairGrad / Nash-MTL, α = 1) and the dual-cone active set
    (DualProj's ``u = 1/T``): iterations, worst relative error of the update
    against float64, time of one solve.
-3. Each solver's time next to the time of the Gramian it needs, for
+3. Each solver's time (and Aligned-MTL's Jacobi eigen-decomposition)
+   next to the time of the Gramian it needs, for
    T = 10 and P >= 1e5 parameters (one float32 ``[T, P]`` leaf).
 """
 
@@ -35,6 +36,7 @@ from mtl_optax._src.solvers import cagrad_dual
 from mtl_optax._src.solvers import dual_cone
 from mtl_optax._src.solvers import fair_allocation
 from mtl_optax._src.solvers import min_norm
+from mtl_optax._src.solvers import spectral
 
 TESTS = pathlib.Path(__file__).resolve().parents[1] / 'tests'
 KINDS = ('random', 'ill_conditioned', 'rank_deficient', 'scaled')
@@ -163,7 +165,8 @@ def _cost_rows(num_params_list):
   gram = jnp.asarray(_jacobian('scaled', num_tasks, 0) @ _jacobian(
       'scaled', num_tasks, 0).T, jnp.float32)
   solvers = {'min_norm': jax.jit(min_norm.solve), **{
-      name: jax.jit(fn) for name, fn in SOLVERS.items()}}
+      name: jax.jit(fn) for name, fn in SOLVERS.items()},
+             'graded_eigh': jax.jit(spectral.graded_eigh)}
   rows = []
   for num_params in num_params_list:
     grads = jax.random.normal(jax.random.PRNGKey(0), (num_tasks, num_params))
@@ -229,5 +232,6 @@ def run(quick: bool = False) -> list[dict]:
       'notes': (
           'Gramian of one float32 [T, P] leaf (mtl.gramian, jit); each '
           'solver on one scaled T = 10 Gramian; ratios of interleaved '
-          'medians within this run.'),
+          'medians within this run. graded_eigh: the Jacobi '
+          'eigen-decomposition of Aligned-MTL.'),
   }]

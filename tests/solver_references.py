@@ -15,6 +15,8 @@ of them is the library's algorithm.
   (the reduction is checked by the KKT residual in the tests).
 * :func:`dual_cone`: ``argmin_{v >= u} vᵀAv`` by Lawson–Hanson NNLS-style
   active set on ``z = v − u`` with exact solves.
+* :func:`aligned_weights`: Aligned-MTL's balance matrix from the SVD of the
+  Jacobian (the library works from the Gramian with Jacobi's method).
 * :func:`fair_root`: the root of ``G w = w^{-1/α}`` (from
   fair_allocation_reference).
 """
@@ -186,17 +188,22 @@ def equal_projection_coefficients(gram):
   return pinv_on_cosine_rank(cosines, np.ones(len(gram))) / norms
 
 
-def aligned_weights(gram, preference, rtol=1e-5):
-  """Aligned-MTL's ``σ_min G^{-1/2} w`` with the rank of the cosine matrix."""
-  gram = np.asarray(gram, np.float64)
-  norms = np.sqrt(np.diagonal(gram))
-  cosine_eigenvalues = np.linalg.eigvalsh(gram / np.outer(norms, norms))
+def aligned_weights(jacobian, preference, rtol=1e-5):
+  """Aligned-MTL's ``σ_min G^{-1/2} w`` with the rank of the cosine matrix.
+
+  From the float64 SVD of the Jacobian, ``J = U Σ Wᵀ`` (so ``G = U Σ² Uᵀ``),
+  not from the eigenvalues of ``G``: with row norms over six decades
+  ``cond(G)`` reaches 1e12 and float64 ``eigh(G)`` would itself lose the
+  smallest eigenvalues to ~1e-4, while the singular values of ``J`` come
+  out to about ``1e-16 · cond(J)``.
+  """
+  jacobian = np.asarray(jacobian, np.float64)
+  units = jacobian / np.linalg.norm(jacobian, axis=1, keepdims=True)
+  cosine_eigenvalues = np.linalg.eigvalsh(units @ units.T)
   rank = int(np.sum(cosine_eigenvalues > rtol * cosine_eigenvalues[-1]))
-  eigenvalues, eigenvectors = np.linalg.eigh(gram)
-  top_values, top_vectors = eigenvalues[-rank:], eigenvectors[:, -rank:]
-  balance = np.sqrt(top_values.min()) * (top_vectors / np.sqrt(
-      top_values)) @ top_vectors.T
-  return balance @ preference
+  left, singular, _ = np.linalg.svd(jacobian, full_matrices=False)
+  left, singular = left[:, :rank], singular[:rank]
+  return singular.min() * (left / singular) @ (left.T @ preference)
 
 
 def pcgrad_weights(gram, orders):
