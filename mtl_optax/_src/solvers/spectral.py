@@ -48,6 +48,7 @@ def eigh_with_rank(matrix: jax.Array):
 
 
 MAX_SWEEPS = 30
+STABLE_SWEEPS = 2
 
 
 def _round_robin(size: int) -> np.ndarray:
@@ -66,7 +67,8 @@ def _round_robin(size: int) -> np.ndarray:
   return np.array(rounds, np.int32)
 
 
-def graded_eigh(matrix: jax.Array) -> tuple[jax.Array, jax.Array]:
+def graded_eigh(matrix: jax.Array,
+                rank: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
   """``(eigenvalues, eigenvectors)`` of a symmetric PSD matrix, ascending.
 
   Two-sided cyclic Jacobi (Demmel and Veselić, "Jacobi's method is more
@@ -76,9 +78,12 @@ def graded_eigh(matrix: jax.Array) -> tuple[jax.Array, jax.Array]:
   any positive diagonal) every eigenvalue comes out with a relative error of
   about ``eps × cond(C)``: the scale of each task's gradient does not matter.
   The pairs of one round are disjoint and rotated together (round-robin
-  ordering); sweeps repeat until a whole sweep rotates nothing, or
-  ``MAX_SWEEPS`` (13 sweeps at T = 32 on gradients with norms over 1e-3 …
-  1e3). A non-finite matrix stops after one sweep.
+  ordering); sweeps repeat until a whole sweep rotates nothing (13 sweeps
+  at T = 32 on gradients with norms over 1e-3 … 1e3), or until the ``rank``
+  largest eigenvalues (all by default) have not moved by more than 2 eps for
+  ``STABLE_SWEEPS`` sweeps (the rotations then only stir the rounding noise
+  of a rank-deficient matrix's null space), or after ``MAX_SWEEPS``. A
+  non-finite matrix stops after one sweep.
   """
   num_tasks = matrix.shape[0]
   size = num_tasks + num_tasks % 2  # A decoupled zero row makes it even.
@@ -100,29 +105,51 @@ def graded_eigh(matrix: jax.Array) -> tuple[jax.Array, jax.Array]:
         zeta == 0, 1.0,
         jnp.sign(zeta) / (jnp.abs(zeta) + jnp.sqrt(1.0 + zeta * zeta)))
     tangent = jnp.where(active, tangent, 0.0)
-    cosine = lax.rsqrt(1.0 + tangent * tangent)
-    sine = tangent * cosine
-    rotation = (identity.at[p, p].set(cosine).at[q, q].set(cosine)
-                .at[p, q].set(sine).at[q, p].set(-sine))
-    h = jnp.matmul(jnp.matmul(rotation.T, h, precision='highest'), rotation,
-                   precision='highest')
+    cosine = lax.rsqrt(1.0 + tangent * tangent)[:, None]
+    sine = tangent[:, None] * cosine
+
+    def rotate_rows(x):  # Jᵀx: rows p, q of x mixed by each pair's rotation.
+      x_p, x_q = x[p], x[q]
+      return x.at[p].set(cosine * x_p - sine * x_q).at[q].set(
+          sine * x_p + cosine * x_q)
+
+    # Every index is in one pair of the round, so the pairs' rotations
+    # commute: Jᵀ H J is the rows' rotation then the columns'.
+    h = rotate_rows(rotate_rows(h).T).T
     # The rotated diagonal and the zeroed pair, from their exact formulas.
     h = (h.at[p, p].set(h_pp - tangent * h_pq)
          .at[q, q].set(h_qq + tangent * h_pq)
          .at[p, q].set(jnp.where(active, 0.0, h_pq))
          .at[q, p].set(jnp.where(active, 0.0, h_pq)))
-    vectors = jnp.matmul(vectors, rotation, precision='highest')
+    vectors = rotate_rows(vectors.T).T
     return h, vectors, rotated | jnp.any(active)
 
+  count = size if rank is None else rank
+  leading = jnp.arange(size) < count
+
+  def top_values(h):  # The `count` largest diagonal entries, descending.
+    return jnp.where(leading, -jnp.sort(-jnp.diagonal(h)), 0.0)
+
+  def running(carry):
+    _, _, rotated, sweeps, _, stable = carry
+    return rotated & (stable < STABLE_SWEEPS) & (sweeps < MAX_SWEEPS)
+
   def sweep(carry):
-    h, vectors, _, sweeps = carry
+    h, vectors, _, sweeps, previous, stable = carry
     h, vectors, rotated = lax.fori_loop(
         0, size - 1, rotate, (h, vectors, jnp.zeros([], bool)))
-    return h, vectors, rotated, sweeps + 1
+    # The wanted eigenvalues no longer move (to 2 eps) for STABLE_SWEEPS
+    # sweeps: converged, even if rotations still stir the rounding noise of
+    # a rank-deficient matrix's null space.
+    top = top_values(h)
+    steady = jnp.all(jnp.abs(top - previous) <= 2 * eps * jnp.abs(top))
+    return (h, vectors, rotated, sweeps + 1, top,
+            jnp.where(steady, stable + 1, 0))
 
-  h, vectors, _, _ = lax.while_loop(
-      lambda carry: carry[2] & (carry[3] < MAX_SWEEPS), sweep,
-      (start, identity, jnp.ones([], bool), jnp.zeros([], jnp.int32)))
+  h, vectors, *_ = lax.while_loop(
+      running, sweep,
+      (start, identity, jnp.ones([], bool), jnp.zeros([], jnp.int32),
+       top_values(start), jnp.zeros([], jnp.int32)))
   eigenvalues = jnp.diagonal(h)[:num_tasks]
   order = jnp.argsort(eigenvalues)
   return eigenvalues[order], vectors[:num_tasks, :num_tasks][:, order]
@@ -198,7 +225,7 @@ def aligned_weights(gram: jax.Array, preference: jax.Array,
   cosines, _ = scaling.cosine_gram(gram)
   _, _, kept_cosines = eigh_with_rank(cosines)
   rank = jnp.sum(kept_cosines)
-  eigenvalues, eigenvectors = graded_eigh(gram)  # Ascending.
+  eigenvalues, eigenvectors = graded_eigh(gram, rank)  # Ascending.
   positions = jnp.arange(gram.shape[0])
   kept = (positions >= gram.shape[0] - rank) & (eigenvalues > 0)
   scale = balance_scale(eigenvalues, kept, scale_mode)
