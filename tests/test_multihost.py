@@ -6,10 +6,9 @@ joins them into one 8-device mesh, each process loads only its half of every
 global batch (``jax.make_array_from_process_local_data``), and the Gramian's
 all-reduce and the gradient all-reduces cross the process boundary through
 the CPU collectives (gloo). A third process runs the same script with 8
-devices of its own. Data-parallel and FSDP, with MGDA (a Gramian method)
-and DB-MTL (a chain with state), must end at the same parameters (rtol 1e-5
-of each parameter's largest entry): only the order of the floating-point
-sums may differ.
+devices of its own. Data-parallel and FSDP, with MGDA, UPGrad and DB-MTL,
+must end at the same parameters (rtol 1e-5 of each parameter's largest
+entry): only the order of the floating-point sums may differ.
 
 The three processes run at once, a few steps each, and are killed if they
 have not ended within ``TIMEOUT_S``.
@@ -27,7 +26,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, 'examples', 'train_sharded.py')
 TIMEOUT_S = 600
 MODES = ('data', 'fsdp')
-METHODS = ('mgda', 'db_mtl')
+METHODS = ('mgda', 'upgrad', 'db_mtl')
 TRAINING = ['--mode', ','.join(MODES), '--method', ','.join(METHODS),
             '--steps', '3', '--hidden', '32', '--num-train', '512',
             '--batch-size', '64']
