@@ -48,6 +48,9 @@ def eigh_with_rank(matrix: jax.Array):
 
 
 MAX_SWEEPS = 30
+# Aligned-MTL uses eigh when its kept eigenvalues are within this ratio of
+# the largest (eigh's relative error on them is then below ~1e-5).
+SPREAD_FOR_JACOBI = 1e-2
 STABLE_SWEEPS = 2
 
 
@@ -210,8 +213,9 @@ def aligned_weights(gram: jax.Array, preference: jax.Array,
   ``B = σ_min V Λ^{-1/2} Vᵀ``. The rank ``r`` comes from the cosine matrix
   (scale-free, see the module docstring); the top ``r`` eigenvalues of ``G``
   are kept and ``σ_min² = λ_r``, the smallest kept one. ``G``'s own
-  eigen-decomposition is :func:`graded_eigh`, accurate relative to each
-  eigenvalue whatever the gradients' norms.
+  eigen-decomposition is ``eigh`` when the kept eigenvalues are within
+  ``SPREAD_FOR_JACOBI`` of the largest, and otherwise :func:`graded_eigh`,
+  accurate relative to each eigenvalue whatever the gradients' norms.
 
   Args:
     gram: ``[T, T]`` Gramian.
@@ -225,9 +229,16 @@ def aligned_weights(gram: jax.Array, preference: jax.Array,
   cosines, _ = scaling.cosine_gram(gram)
   _, _, kept_cosines = eigh_with_rank(cosines)
   rank = jnp.sum(kept_cosines)
-  eigenvalues, eigenvectors = graded_eigh(gram, rank)  # Ascending.
   positions = jnp.arange(gram.shape[0])
-  kept = (positions >= gram.shape[0] - rank) & (eigenvalues > 0)
+  top = positions >= gram.shape[0] - rank
+  eigenvalues, eigenvectors = jnp.linalg.eigh(gram)  # Ascending.
+  # eigh's eigenvalues are accurate to about eps·λ_max: enough when the kept
+  # ones span less than SPREAD_FOR_JACOBI; otherwise Jacobi's method.
+  spread = jnp.min(jnp.where(top, eigenvalues, jnp.inf)) / eigenvalues[-1]
+  eigenvalues, eigenvectors = lax.cond(
+      spread >= SPREAD_FOR_JACOBI, lambda: (eigenvalues, eigenvectors),
+      lambda: graded_eigh(gram, rank))
+  kept = top & (eigenvalues > 0)
   scale = balance_scale(eigenvalues, kept, scale_mode)
   safe_eigenvalues = jnp.where(kept, eigenvalues, 1.0)
   # Alg. 1: B = σ V Λ^{-1/2} Vᵀ, restricted to the kept eigenvalues.
