@@ -13,6 +13,7 @@ by ``c > 0`` scales the update by ``c``); ``'min_norm'`` marks methods whose
 weights are the min-norm point of the convex hull (the suite checks KKT).
 """
 
+import re
 from typing import Any, Callable, NamedTuple
 
 import numpy as np
@@ -234,3 +235,17 @@ METHODS = [
            _props(PERMUTATION_INVARIANT, SCALE_LINEAR), min_tasks=3),
     # New methods above this line, one Method(...) each.
 ]
+
+_NAMES = frozenset(method.name for method in METHODS)
+
+
+def is_option(method: Method) -> bool:
+  """Whether ``method`` is another option of an entry listed under its own name.
+
+  ``mgda.l2`` beside ``mgda``: the same factory with other arguments. Tests
+  that check how a method is built or scales (the everyday subset, sharding,
+  the engine, 512 tasks) run each method once; options change the small
+  T x T problem, which the value tests cover.
+  """
+  base = re.split(r'[.+]', method.name)[0]
+  return base != method.name and base in _NAMES

@@ -10,7 +10,6 @@ import functools
 import inspect
 import json
 import os
-import re
 import subprocess
 import sys
 
@@ -26,15 +25,9 @@ from mtl_optax.catalog import MIN_NORM
 from mtl_optax.catalog import NON_CONFLICTING
 from mtl_optax.catalog import PERMUTATION_INVARIANT
 from mtl_optax.catalog import SCALE_LINEAR
+from mtl_optax.catalog import is_option
 
 NUM_TASKS = 4
-_NAMES = {method.name for method in METHODS}
-
-
-def _is_option(method):
-  """Another option of a method the catalog also lists by its own name."""
-  base = re.split(r'[.+]', method.name)[0]
-  return base != method.name and base in _NAMES
 
 
 def _case(method):
@@ -44,14 +37,14 @@ def _case(method):
   so the everyday subset (``-m "not slow"``) covers each method once.
   """
   return pytest.param(method, id=method.name,
-                      marks=[pytest.mark.slow] if _is_option(method) else [])
+                      marks=[pytest.mark.slow] if is_option(method) else [])
 
 
 CASES = [_case(method) for method in METHODS]
 # How a balancer composes with optax (MultiSteps, apply_if_finite, lax.cond,
 # extra keyword arguments) depends on its state's structure, which an option
 # does not change: those properties run once per method.
-METHOD_CASES = [_case(method) for method in METHODS if not _is_option(method)]
+METHOD_CASES = [_case(method) for method in METHODS if not is_option(method)]
 
 
 def _with(prop):
@@ -362,9 +355,16 @@ def test_degenerate_losses_give_finite_updates(method):
     assert _finite_tree(state), losses
 
 
-@pytest.mark.parametrize('method', CASES)
-@pytest.mark.parametrize(
-    'num_tasks', [1, pytest.param(512, marks=pytest.mark.slow)])
+# T = 1 for every entry; T = 512 (slow) once per method: an option changes
+# the small T x T problem, not how the method scales with T.
+EXTREME_CASES = [
+    pytest.param(case.values[0], 1, id=f'1-{case.id}', marks=case.marks)
+    for case in CASES] + [
+        pytest.param(case.values[0], 512, id=f'512-{case.id}',
+                     marks=[pytest.mark.slow]) for case in METHOD_CASES]
+
+
+@pytest.mark.parametrize('method, num_tasks', EXTREME_CASES)
 def test_extreme_task_counts(method, num_tasks):
   # The fewest tasks a method accepts (Krum needs f + 3); fewer are rejected.
   num_tasks = max(num_tasks, method.min_tasks)
