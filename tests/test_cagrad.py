@@ -98,7 +98,8 @@ def test_dual_matches_float64_nested_search(seed):
     np.testing.assert_allclose(w, reference, atol=2e-3)
 
 
-@pytest.mark.parametrize('num_tasks', [2, 5, 8])
+@pytest.mark.parametrize(
+    'num_tasks', [2, 5, pytest.param(8, marks=pytest.mark.slow)])
 def test_strong_duality_certifies_the_update(num_tasks):
   # For any d in the ball and any w in the simplex, min_t g_t·d <= F(w)
   # (weak duality); equality at the returned pair certifies both optimal.

@@ -86,6 +86,7 @@ def test_gramian_equals_stacked_on_an_mlp(chunk_size):
   np.testing.assert_allclose(losses, task_losses(params, *args), rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_gramian_equals_stacked_on_a_conv_net():
   params, task_losses, args = _conv_net()
   _, gram = jax.jit(mtl.value_and_gramian(task_losses, chunk_size=2))(
@@ -95,6 +96,7 @@ def test_gramian_equals_stacked_on_a_conv_net():
                              atol=1e-6 * np.abs(expected).max())
 
 
+@pytest.mark.slow
 def test_gramian_equals_stacked_on_a_flax_nnx_model_with_heads():
   from flax import nnx
 
@@ -127,6 +129,7 @@ def test_gramian_equals_stacked_on_a_flax_nnx_model_with_heads():
                              atol=1e-6 * np.abs(expected).max())
 
 
+@pytest.mark.slow
 def test_gramian_survives_huge_and_tiny_gradients():
   """The rescaled columns keep G finite where its entries are ~1e±40."""
   params, task_losses, args = _mlp()
@@ -201,7 +204,8 @@ REPRESENTATIVE = [pytest.param(m, id=m.name) for m in METHODS
                                 'imtl.loss', 'rlw')]
 
 
-@pytest.mark.parametrize('chunk_size', [None, 3])
+@pytest.mark.parametrize(
+    'chunk_size', [pytest.param(None, marks=pytest.mark.slow), 3])
 @pytest.mark.parametrize('method', REPRESENTATIVE)
 def test_engine_update_equals_stacked_update(method, chunk_size):
   _compare(method, chunk_size=chunk_size)

@@ -125,7 +125,8 @@ def test_matches_exhaustive_enumeration_for_small_task_counts(kind):
 
 
 @pytest.mark.parametrize('kind', KINDS)
-@pytest.mark.parametrize('num_tasks', [40, 100])
+@pytest.mark.parametrize(
+    'num_tasks', [40, pytest.param(100, marks=pytest.mark.slow)])
 def test_reaches_the_target_for_large_task_counts(kind, num_tasks):
   gram = _gram(kind, num_tasks, seed=num_tasks)
   expected, bound = reference.converged(gram, iterations=5000)

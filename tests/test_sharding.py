@@ -203,6 +203,7 @@ def test_explicit_mesh_matches_one_device(method, layout):
   _assert_matches_one_device(method, layout, AxisType.Explicit)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('method', DATA_LAYOUT_METHODS)
 def test_explicit_data_parallel_mesh_matches_one_device(method):
   _assert_matches_one_device(method, 'data', AxisType.Explicit)
