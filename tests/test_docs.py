@@ -24,8 +24,10 @@ def test_no_docs_block_is_left_out():
 
 
 def _slow(block) -> bool:
-  """The guides' longer scripts run in the full suite only."""
-  return 'guides' in block.path.parts
+  """The guides' scripts and the method pages' examples (each compiles its
+  method; the method's values are the everyday subset's per-method tests)
+  run in the full suite only."""
+  return 'guides' in block.path.parts or 'methods' in block.path.parts
 
 
 @pytest.mark.parametrize(
