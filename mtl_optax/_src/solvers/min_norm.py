@@ -69,6 +69,7 @@ REFINEMENTS = 2
 
 class _LoopState(NamedTuple):
   weights: jax.Array  # shape=[T], dtype=float32 (float64 under x64)
+  dots: jax.Array  # shape=[T], same dtype; (Gα)_t + linear_t, compensated
   members: jax.Array  # shape=[T], dtype=bool; the set S
   iterations: jax.Array  # shape=(), dtype=int32
   done: jax.Array  # shape=(), dtype=bool
@@ -257,11 +258,6 @@ def _two_task_weights(gram: jax.Array, active: jax.Array) -> jax.Array:
   return jnp.where(jnp.all(active), weights, active.astype(gram.dtype))
 
 
-def _objective(gram, weights, linear):
-  """``αᵀGα + 2 linearᵀα``, with the compensated ``Gα``."""
-  return jnp.sum(weights * (_matvec(gram, weights) + 2.0 * linear))
-
-
 def _affine_minimiser(gram, linear, members):
   """``argmin αᵀGα + 2 linearᵀα`` on ``{Σ α = 1, α = 0 off members}``.
 
@@ -344,16 +340,18 @@ def _wolfe(gram, active, max_iters, tol, linear=None,
         0.0).at[dropped].set(0.0)
     moved = moved / jnp.sum(moved)
     new_weights = jnp.where(major, target, moved)
-    # The objective never increases in exact arithmetic; when rounding says
-    # otherwise, the working precision is reached.
+    new_dots = _matvec(gram, new_weights) + linear
+    # The objective αᵀGα + 2 linearᵀα = Σ_t α_t (dots_t + linear_t) never
+    # increases in exact arithmetic; when rounding says otherwise, the
+    # working precision is reached.
     magnitudes = jnp.abs(gram) @ new_weights + jnp.abs(linear)
     worse = ~solved | ~(
-        _objective(gram, new_weights, linear) <= _objective(
-            gram, weights, linear)
+        jnp.sum(new_weights * (new_dots + linear))
+        <= jnp.sum(weights * (loop.dots + linear))
         + ROUNDING * eps * jnp.sum(new_weights * magnitudes))
     new_weights = jnp.where(worse, weights, new_weights)
+    dots = jnp.where(worse, loop.dots, new_dots)
     members = jnp.where(major, members, members & (moved > 0))
-    dots = _matvec(gram, new_weights) + linear  # (Gα)_t + linear_t.
     value = jnp.sum(new_weights * (dots - linear))  # αᵀGα = ‖d‖².
     improvement = jnp.sum(new_weights * dots) - dots
     rounding = ROUNDING * eps * (jnp.abs(dots) + magnitudes)
@@ -365,6 +363,7 @@ def _wolfe(gram, active, max_iters, tol, linear=None,
                         members)
     return _LoopState(
         weights=new_weights,
+        dots=dots,
         members=members,
         iterations=loop.iterations + 1,
         done=done,
@@ -372,6 +371,7 @@ def _wolfe(gram, active, max_iters, tol, linear=None,
 
   start = _LoopState(
       weights=weights0,
+      dots=_matvec(gram, weights0) + linear,
       members=(weights0 > 0) & active,
       iterations=jnp.zeros([], jnp.int32),
       done=~jnp.all(jnp.isfinite(gram)) | zero,
