@@ -25,6 +25,7 @@ import numpy as np
 from jax import lax
 
 import common
+from mtl_optax._src import column_blocks
 from mtl_optax._src import gramian as gramian_lib
 
 _PRECISION = lax.Precision.HIGHEST
@@ -36,21 +37,9 @@ def _dot_rows(block):
                          preferred_element_type=jnp.float32)
 
 
-def _blocked(task_grads, width):
-  num_tasks, size = task_grads.shape
-  num_blocks = size // width
-
-  def accumulate(gram, block):
-    columns = lax.dynamic_slice_in_dim(task_grads, block * width, width, 1)
-    return gram + _dot_rows(columns), None
-
-  gram, _ = lax.scan(accumulate, jnp.zeros((num_tasks, num_tasks)),
-                     jnp.arange(num_blocks))
-  tail = task_grads[:, num_blocks * width:]
-  return gram + _dot_rows(tail) if tail.shape[1] else gram
-
-
-blocked = jax.jit(_blocked, static_argnums=1)
+blocked = jax.jit(  # The library's loop, at any width.
+    lambda task_grads, width: gramian_lib._blocked_leaf_gramian(  # pylint: disable=protected-access
+        task_grads, width, None), static_argnums=1)
 xla_gram = jax.jit(_dot_rows)
 matvec = jax.jit(lambda weights, task_grads: weights @ task_grads)
 
@@ -74,7 +63,7 @@ def run(quick: bool = False) -> list[dict]:
     for size in size_list:
       task_grads = common_grads(num_tasks, size)
       weights = jnp.linspace(0.5, 1.5, num_tasks, dtype=jnp.float32)
-      library_width = gramian_lib._block_width(task_grads)  # pylint: disable=protected-access
+      library_width = column_blocks.width(task_grads)
       power_width = 1 << (library_width.bit_length() - 1)
       calls['blocked J Jᵀ, power-of-two width', size] = (
           lambda x=task_grads, w=power_width: blocked(x, w))

@@ -140,3 +140,56 @@ def test_wrong_task_axis_and_arguments_are_rejected():
     tx.update(jnp.zeros((2, 4)), tx.init(jnp.zeros(4)))
   with pytest.raises(ValueError, match='leak'):
     mtl.graddrop(2, leak=1.5)
+
+
+def test_large_leaf_through_column_blocks_matches_reference():
+  # [3, 2, 320000]: 640000 columns per task (7.7 MB), 39 blocks of 16400 on
+  # CPU and a tail of 400 (column_blocks.width); elsewhere the whole leaf.
+  tx = mtl.graddrop(NUM_TASKS, leak=0.2, key=7)
+  grads = np.random.default_rng(6).normal(size=(NUM_TASKS, 2, 320000))
+  grads[:, :, :100] *= 1e3  # Scales differ across blocks.
+  state = tx.init(jnp.zeros((2, 320000)))
+  updates, new_state = jax.jit(tx.update)(jnp.asarray(grads, jnp.float32),
+                                          state)
+  leaves = [np.asarray(jnp.asarray(grads, jnp.float32))]
+  draws, _ = _draws(state.key, [leaves[0].shape[1:]])
+  expected, expected_weights = reference(leaves, draws, 0.2)
+  np.testing.assert_allclose(updates, expected[0], rtol=1e-5, atol=1e-4)
+  np.testing.assert_allclose(new_state.weights, expected_weights, rtol=1e-5)
+
+
+@pytest.mark.parametrize('bad', [np.nan, np.inf])
+def test_non_finite_entry_in_a_late_block_poisons_the_update(bad):
+  tx = mtl.graddrop(NUM_TASKS)
+  grads = np.ones((NUM_TASKS, 700000), np.float32)  # 42 blocks, a tail.
+  grads[2, 699000] = bad  # In the tail, after the blocks.
+  state = tx.init(jnp.zeros(700000))
+  updates, new_state = jax.jit(tx.update)(jnp.asarray(grads), state)
+  assert np.all(np.isnan(updates))
+  np.testing.assert_array_equal(new_state.key, state.key)
+  grads[2, 699000] = 1.0
+  grads[1, 20000] = bad  # In the second block.
+  updates, _ = jax.jit(tx.update)(jnp.asarray(grads), state)
+  assert np.all(np.isnan(updates))
+
+
+@pytest.mark.parametrize('magnitude', [1e25, 1e-25])
+@pytest.mark.parametrize('columns', [8, 700000])  # Whole leaf, blocks.
+def test_shares_survive_squares_out_of_float32_range(magnitude, columns):
+  # GradDrop is scale-free: c·J keeps the purities, so the same masks, the
+  # update c·d and the same kept shares. In float32, squares of 1e25
+  # overflow and of 1e-25 flush to zero, so only the rescaled sums can give
+  # them.
+  grads = np.random.default_rng(8).normal(size=(NUM_TASKS, columns))
+  grads[2] = 0.0  # A task without gradient keeps its share 1.
+  tx = mtl.graddrop(NUM_TASKS, key=5)
+  state = tx.init(jnp.zeros(columns))
+  update = jax.jit(tx.update)
+  plain, plain_state = update(jnp.asarray(grads, jnp.float32), state)
+  scaled, scaled_state = update(jnp.asarray(grads * magnitude, jnp.float32),
+                                state)
+  np.testing.assert_allclose(plain_state.weights[2], 1.0)
+  np.testing.assert_allclose(scaled_state.weights, plain_state.weights,
+                             rtol=1e-5)
+  np.testing.assert_allclose(np.asarray(scaled, np.float64) / magnitude,
+                             plain, rtol=1e-5, atol=1e-5)

@@ -13,11 +13,12 @@ import numpy as np
 import pytest
 
 import mtl_optax as mtl
-from mtl_optax._src import gramian as gramian_lib
+from mtl_optax._src import column_blocks
 
 NUM_TASKS = 4
-# 4 full blocks of 16400 columns plus a tail of 1170: both code paths.
-WIDTH = 4 * 16384 + 1234
+# 56 full blocks of 16400 float32 columns plus a tail of 1234: both code
+# paths. Large enough (7 MiB in bfloat16) to be blocked (column_blocks.py).
+WIDTH = 56 * 16400 + 1234
 
 gramian = jax.jit(mtl.gramian)
 
@@ -39,10 +40,14 @@ def _reference(task_grads):
 
 def test_large_leaf_takes_the_blocked_path():
   grads = _task_grads()
-  width = gramian_lib._block_width(grads['big'])
+  width = column_blocks.width(grads['big'])
   # 2^21 bytes / (4 tasks * 4 bytes), clipped to 16384, plus one 64-byte line.
   assert width == 16384 + 16
-  assert gramian_lib._block_width(grads['small']) is None
+  # bfloat16: 32 columns make the 64-byte line.
+  assert column_blocks.width(grads['big'].astype(jnp.bfloat16)) == 16384 + 32
+  assert column_blocks.width(grads['small']) is None
+  # Under 7 MiB the leaf stays in cache: one dot is faster.
+  assert column_blocks.width(jnp.zeros((8, 200000))) is None
 
 
 @pytest.mark.parametrize('dtype, rtol', [(jnp.float32, 1e-5),
@@ -73,7 +78,7 @@ def test_blocked_gramian_allocates_no_copy_of_the_gradients():
   grads = _task_grads()
   stacked_bytes = sum(leaf.nbytes for leaf in jax.tree.leaves(grads))
   analysis = gramian.lower(grads).compile().memory_analysis()
-  # One block ([T, 16384] float32 = 256 KiB) and the tail, not T x P (1 MiB).
+  # One block ([T, 16400] float32 = 256 KiB) and the tail, not T x P (14 MiB).
   assert analysis.temp_size_in_bytes < stacked_bytes / 2, (
       analysis.temp_size_in_bytes, stacked_bytes)
 

@@ -63,7 +63,8 @@ def test_worked_example_closed_form_and_iterative_agree():
   iterative = _solver(closed_form=False)(gram)
   np.testing.assert_allclose(closed.weights, [0.6, 0.4], rtol=1e-7)
   np.testing.assert_allclose(iterative.weights, [0.6, 0.4], rtol=1e-6)
-  assert int(closed.iterations) == 0 and int(iterative.iterations) >= 1
+  # Both weights are positive: the solver's one affine solve is the answer.
+  assert int(closed.iterations) == 0 and bool(iterative.converged)
   np.testing.assert_allclose(closed.weights @ jacobian, [0.0, 1.0, 1.0],
                              atol=1e-6)
   np.testing.assert_allclose(jax.jit(mtl.min_norm_weights)(gram), [0.6, 0.4])
@@ -136,6 +137,34 @@ def test_reaches_the_target_for_large_task_counts(kind, num_tasks):
   suboptimality = reference.relative_suboptimality(gram, result.weights, bound)
   assert suboptimality <= TARGET, suboptimality
   assert int(result.iterations) < min_norm.DEFAULT_MAX_ITERS
+
+
+def test_an_interior_minimiser_takes_one_solve_and_others_the_loop():
+  # 64 nearly orthogonal gradients (dimension 4096) of norms e^±0.5: every
+  # weight of the min-norm point is positive, so the affine minimiser over
+  # all tasks is the answer and Wolfe's loop does not run (it would add the
+  # tasks one by one: 64 iterations).
+  rng = np.random.default_rng(11)
+  jacobian = (rng.normal(size=(64, 4096))
+              * np.exp(rng.uniform(-0.5, 0.5, size=(64, 1))))
+  gram = jacobian @ jacobian.T
+  expected, bound = reference.converged(gram, iterations=5000)
+  result = _solver()(jnp.asarray(gram, jnp.float32))
+  assert int(result.iterations) == 0 and bool(result.converged)
+  assert reference.relative_suboptimality(gram, result.weights,
+                                          bound) <= TARGET
+  np.testing.assert_allclose(result.weights, expected, rtol=1e-4)
+  assert np.min(expected) > 1e-3  # Interior indeed.
+  # Norms e^±1: the min-norm point leaves some long gradients out (the
+  # affine minimiser has a negative weight), so the loop runs.
+  jacobian *= np.exp(rng.uniform(-1, 1, size=(64, 1)))
+  assert int(_solver()(jnp.asarray(jacobian @ jacobian.T,
+                                   jnp.float32)).iterations) >= 1
+  # Correlated or rank-deficient gradients: a zero weight, or no unique
+  # affine minimiser; the check refuses the shortcut and the loop runs.
+  for kind in ('random', 'rank_deficient', 'conflicting'):
+    result = _solver()(jnp.asarray(_gram(kind, 10, seed=3), jnp.float32))
+    assert int(result.iterations) >= 1, kind
 
 
 @pytest.mark.parametrize('kind', KINDS)

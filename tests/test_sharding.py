@@ -255,3 +255,34 @@ def test_fsdp_gramian_is_a_task_by_task_all_reduce(axis_type):
   assert all(np.prod(shape) < NUM_TASKS * IN * HIDDEN for shape in gathered), (
       gathered)
 
+
+
+# ---------------------------------------------------------------------------
+# A T x P state takes the parameters' layout, under jax.set_mesh too.
+
+
+@pytest.mark.parametrize('jit_init', (False, True))
+@pytest.mark.parametrize('method', ('gradient_ema', 'db_mtl'))
+def test_stacked_state_is_sharded_like_the_parameters(method, jit_init):
+  # Under jax.set_mesh, a state created replicated could not meet the
+  # FSDP-sharded gradients in the update's `where` (a ShardingTypeError
+  # before the averages were created with zeros_like).
+  mesh = _mesh('fsdp', AxisType.Explicit)
+  tx = getattr(mtl, method)(NUM_TASKS, task_specific=TASK_SPECIFIC)
+  params = jax.tree.map(
+      lambda leaf, spec: jax.device_put(leaf, NamedSharding(mesh, spec)),
+      _params(), _param_specs('fsdp'))
+  batch = NamedSharding(mesh, P('data'))
+  x, y = (jax.device_put(a, batch) for a in _batch())
+  with jax.set_mesh(mesh):
+    state = (jax.jit(tx.init) if jit_init else tx.init)(params)
+    averages = (state[1] if method == 'db_mtl' else state).task_grads_ema
+    # Shared leaves in jax.tree.leaves order: trunk 'b', then trunk 'w'.
+    assert [a.sharding.spec for a in averages] == [P(None, 'model'),
+                                                   P(None, None, 'model')]
+    _, updates, state = _step(tx, AxisType.Explicit)(params, state, x, y)
+  reference = _step(tx, None)
+  _, expected_updates, expected_state = reference(
+      _params(), tx.init(_params()), *_batch())
+  _assert_tree_close(updates, expected_updates)
+  _assert_tree_close(state, expected_state)

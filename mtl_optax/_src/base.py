@@ -123,6 +123,10 @@ class StepResult(NamedTuple):
   specific: list  # outputs for the task-specific leaves
   state: Any  # the new state
   finite: jax.Array  # shape=(), dtype=bool; whether the step's inputs were
+  # True when `state` is already the old state wherever an input (losses and
+  # task-specific leaves included) was not finite: a step whose state holds
+  # T x P floats guards it in the pass that writes it, which saves a pass.
+  state_guarded: bool = False
 
 
 # --------------------------------------------------------------------------
@@ -414,8 +418,9 @@ def task_transformation(
     inputs_finite = numerics.all_finite(losses, *specific)
     result = step(shared, specific, losses, state, inputs_finite)
     finite = inputs_finite & result.finite
-    new_state = numerics.where_finite(
-        finite, cast_like(result.state, state), state)
+    new_state = cast_like(result.state, state)
+    if not result.state_guarded:
+      new_state = numerics.where_finite(finite, new_state, state)
     treedef = jax.tree.structure(task_grads)
     updates = merge_leaves(flags, treedef, result.shared,
                            _poison(finite, result.specific))

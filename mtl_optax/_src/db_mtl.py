@@ -1,12 +1,15 @@
 """DB-MTL: log scaling, a per-task gradient EMA, then max-norm balancing.
 
-A composition, not a weighting: it chains three public methods, so it sits
-one floor above ``methods/`` (where no method imports another).
+A composition, not a weighting: it runs three public methods in one step, so
+it sits one floor above ``methods/`` (where no method imports another).
 """
 
+import jax.numpy as jnp
 import optax
 
 from mtl_optax._src import base
+from mtl_optax._src import gramian as gramian_lib
+from mtl_optax._src import numerics
 from mtl_optax._src.methods import gradient_ema as gradient_ema_lib
 from mtl_optax._src.methods import log_scaling as log_scaling_lib
 from mtl_optax._src.methods import max_norm_weighting as max_norm_weighting_lib
@@ -42,14 +45,17 @@ def db_mtl(
      ``d = max_t ‖ĝ_t‖ Σ_t ĝ_t / (‖ĝ_t‖ + ε)``.
 
   Task-specific leaves step on ``∇ log(L_t + ε)`` of their own task, without
-  an average (step 12). It is exactly::
+  an average (step 12). It computes exactly::
 
     optax.chain(log_scaling(T, eps=eps), gradient_ema(T, beta=beta,
                 beta_sigma=beta_sigma), balancer(T,
                 weightings.max_norm_weighting(eps=eps)))
 
-  (each with ``task_specific``); the three pieces are public so that each
-  combines with other methods (the paper's Table 5 and Fig. 1).
+  (each with ``task_specific``), with the same state; the three pieces are
+  public so that each combines with other methods (the paper's Table 5 and
+  Fig. 1). Here they run as one step: the log scaling, the average and the
+  finiteness guard of the state are one pass over the T x P average, so the
+  update reads and writes it once, then reads it for the Gramian and the sum.
 
   **Decisions**: ``β_k = beta / k^beta_sigma`` covers both the constant ``β``
   (``beta_sigma=0``) and the decayed ``β/√k`` of the paper's grid; the
@@ -84,12 +90,47 @@ def db_mtl(
     Array([2., 1.], dtype=float32)
   """
   base.check_num_tasks(num_tasks)
-  return optax.chain(
-      log_scaling_lib.log_scaling(  # Step 6.
-          num_tasks, eps=eps, task_specific=task_specific),
-      gradient_ema_lib.gradient_ema(  # Step 7.
-          num_tasks, beta=beta, beta_sigma=beta_sigma,
-          task_specific=task_specific),
-      base.balancer(  # Steps 9 and 12.
-          num_tasks, max_norm_weighting_lib.max_norm_weighting(eps=eps),
-          task_specific=task_specific))
+  weighting = max_norm_weighting_lib.max_norm_weighting(eps=eps)
+
+  def init(shared_params):  # optax.chain's state of the three pieces.
+    return (optax.EmptyState(),
+            gradient_ema_lib.initial_state(num_tasks, shared_params),
+            base.BalancerState(weights=jnp.zeros([num_tasks], jnp.float32),
+                               weighting_state=weighting.init(num_tasks)))
+
+  def step(shared, specific, losses, state, inputs_finite):
+    scaling_state, ema_state, balancer_state = state
+    if len(ema_state.task_grads_ema) != len(shared):
+      raise ValueError(
+          f'db_mtl: the state averages {len(ema_state.task_grads_ema)} '
+          f'shared leaves but task_grads has {len(shared)}; init and update '
+          'must see the same parameter tree and task_specific mask.')
+    base.check_shared('db_mtl', shared)
+    finite = inputs_finite & numerics.all_finite(*shared)
+    scales = 1.0 / log_scaling_lib.log_scaled_losses(losses, eps)  # Step 6.
+    decay = gradient_ema_lib.ema_decay(ema_state.count, beta, beta_sigma)
+    averages = gradient_ema_lib.averaged(  # Step 7, eq. 1.
+        ema_state.task_grads_ema,
+        log_scaling_lib.scale_task_grads(shared, scales), decay, finite)
+    gram, scale = gramian_lib.gramian(averages)
+    weights, _ = weighting.weigh(  # Step 9, eq. 2.
+        base.TaskStats(gram, scale, losses, num_tasks),
+        balancer_state.weighting_state)
+    weights = jnp.where(finite, weights, jnp.nan)
+    count = jnp.where(finite, optax.safe_increment(ema_state.count),
+                      ema_state.count)
+    new_state = (
+        scaling_state,
+        gradient_ema_lib.GradientEmaState(count=count,
+                                          task_grads_ema=averages),
+        base.BalancerState(
+            weights=jnp.where(finite, weights, balancer_state.weights),
+            weighting_state=balancer_state.weighting_state))
+    return base.StepResult(
+        shared=gramian_lib.weighted_sum(weights, averages),
+        specific=gramian_lib.weighted_sum(scales, specific),  # Step 12.
+        state=new_state, finite=finite, state_guarded=True)
+
+  return base.task_transformation(num_tasks, 'db_mtl', init, step,
+                                  needs_losses=True,
+                                  task_specific=task_specific)

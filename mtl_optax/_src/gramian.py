@@ -15,6 +15,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from mtl_optax._src import column_blocks
+
 _PRECISION = lax.Precision.HIGHEST
 # Squares of float32 entries overflow above ~1.8e19 and flush to zero below
 # ~1e-19. A Gramian whose diagonal leaves this band is recomputed on gradients
@@ -44,40 +46,6 @@ def _replicated(array: jax.Array) -> jax.sharding.NamedSharding:
   return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
 
 
-# On CPU, XLA's one dot over a long contraction runs far below memory
-# bandwidth (measured on [8, 2^20] float32: 17.6 ms, against 2.9 ms when the
-# same product is accumulated over column blocks that stay in cache; 73 ms
-# against 23 ms on [32, 2^20]). So a large leaf is summed block by block in a
-# loop. Blocks are sliced out of the flattened leaf, which is only free when
-# the leaf is not sharded: on a mesh the one contraction is kept, which XLA
-# partitions into an all-reduce of T x T partial sums.
-#
-# Block widths are a power of two plus one 64-byte cache line: the rows of a
-# block copied out of J then do not all start at the same offset modulo
-# 4 KiB, so they do not compete for the same cache sets. Measured on 2
-# pinned cores of an otherwise idle Xeon, interleaved: 2-18 % faster at T = 8
-# and 1-3 % at T = 32, at P = 1e6, 2^20, 4e6 and 2^22 alike
-# (benchmarks/results/widths.md, which also shows that the blocked kernel
-# has no power-of-two slowdown of its own).
-_BLOCK_BYTES = 2**21  # Fastest of 0.5, 1, 2 MiB at T = 32 and 128 (Zen 4).
-_BLOCK_RANGE = (512, 16384)  # Columns per block, whatever T.
-_MIN_BLOCKS = 4  # Fewer blocks than this: one dot is as fast.
-_LINE_BYTES = 64
-
-
-def _block_width(leaf: jax.Array) -> int | None:
-  """Columns per block for the Gramian of ``leaf``, or None for one dot."""
-  if (jax.default_backend() != 'cpu'
-      or not jax.typeof(leaf).sharding.mesh.empty):
-    return None
-  num_tasks = leaf.shape[0]
-  target = _BLOCK_BYTES // (num_tasks * leaf.dtype.itemsize)
-  width = 1 << max(target, 1).bit_length() - 1  # A power of two <= target.
-  width = min(max(width, _BLOCK_RANGE[0]), _BLOCK_RANGE[1])
-  width += _LINE_BYTES // leaf.dtype.itemsize  # Off the 4 KiB grid.
-  return width if leaf[0].size >= _MIN_BLOCKS * width else None
-
-
 def _dot_rows(matrix: jax.Array) -> jax.Array:
   """``matrix @ matrixᵀ`` for a ``[T, n]`` block, accumulated in float32."""
   return lax.dot_general(
@@ -85,36 +53,32 @@ def _dot_rows(matrix: jax.Array) -> jax.Array:
       precision=_PRECISION, preferred_element_type=jnp.float32)
 
 
-def _blocked_leaf_gramian(leaf: jax.Array, width: int,
+def _blocked_leaf_gramian(leaf: jax.Array, columns: int,
                           inverse_scale: jax.Array | None) -> jax.Array:
-  """``J Jᵀ`` of an unsharded leaf, summed over ``width``-column blocks.
+  """``J Jᵀ`` of an unsharded leaf, summed over ``columns``-wide blocks.
+
+  On CPU, much faster than one dot over the long contraction
+  (column_blocks.py gives the measured reason).
 
   A rescaling multiplies one block at a time, so no scaled copy of the leaf
   is ever held in memory.
   """
-  matrix = leaf.reshape(leaf.shape[0], -1)
-  num_blocks = matrix.shape[1] // width
 
-  def block_gram(columns):
+  def block_gram(block):
     if inverse_scale is not None:
-      columns = columns * inverse_scale.astype(columns.dtype)
-    return _dot_rows(columns)
+      block = block * inverse_scale.astype(block.dtype)
+    return _dot_rows(block), None
 
-  def accumulate(gram, block):
-    columns = lax.dynamic_slice_in_dim(matrix, block * width, width, axis=1)
-    return gram + block_gram(columns), None
-
-  zeros = jnp.zeros((leaf.shape[0],) * 2, jnp.float32)
-  gram, _ = lax.scan(accumulate, zeros, jnp.arange(num_blocks))
-  tail = matrix[:, num_blocks * width:]  # Fewer than `width` columns.
-  return gram + block_gram(tail) if tail.shape[1] else gram
+  gram, _ = column_blocks.scan(
+      block_gram, leaf.reshape(leaf.shape[0], -1), columns=columns)
+  return gram
 
 
 def _leaf_gramian(leaf: jax.Array,
                   inverse_scale: jax.Array | None = None) -> jax.Array:
-  width = _block_width(leaf)
-  if width is not None:
-    return _blocked_leaf_gramian(leaf, width, inverse_scale)
+  columns = column_blocks.width(leaf)
+  if columns is not None:
+    return _blocked_leaf_gramian(leaf, columns, inverse_scale)
   if inverse_scale is not None:
     leaf = leaf * inverse_scale.astype(leaf.dtype)
   axes = _parameter_axes(leaf)
@@ -142,6 +106,19 @@ def _max_abs(task_grads: Any) -> jax.Array:
                             for leaf in jax.tree.leaves(task_grads)]))
 
 
+def power_of_two_scale(task_grads: Any) -> jax.Array:
+  """The power of two nearest to the largest entry (1 if all are 0), float32.
+
+  Dividing by it is exact, and brings the entries' squares into range.
+  """
+  one = jnp.ones((), jnp.float32)
+  biggest = _max_abs(task_grads)
+  # frexp/ldexp give an exact power of two (exp2 is approximate on CPU).
+  mantissa, exponent = jnp.frexp(biggest)
+  scale = jnp.ldexp(one, exponent - (mantissa < 0.7071).astype(exponent.dtype))
+  return jnp.where(biggest == 0, one, scale)  # All-zero gradients.
+
+
 def gramian(task_grads: Any) -> tuple[jax.Array, jax.Array]:
   """Gramian of the task gradients, safe against float32 over/underflow.
 
@@ -161,11 +138,7 @@ def gramian(task_grads: Any) -> tuple[jax.Array, jax.Array]:
   in_range = jnp.isfinite(largest) & (largest > _SMALLEST_SAFE_DIAGONAL)
 
   def rescaled(_):
-    biggest = _max_abs(task_grads)
-    # frexp/ldexp give an exact power of two (exp2 is approximate on CPU).
-    mantissa, exponent = jnp.frexp(biggest)
-    scale = jnp.ldexp(one, exponent - (mantissa < 0.7071).astype(exponent.dtype))
-    scale = jnp.where(biggest == 0, one, scale)  # All-zero gradients.
+    scale = power_of_two_scale(task_grads)
     return _raw_gramian(task_grads, 1.0 / scale), scale
 
   return lax.cond(in_range, lambda _: (gram, one), rescaled, None)
@@ -182,6 +155,19 @@ def replicated(array: jax.Array) -> jax.Array:
   if mesh.empty:
     return array
   return jax.sharding.reshard(array, _replicated(array))
+
+
+def sharded_like(array: jax.Array, reference: jax.Array) -> jax.Array:
+  """``array`` laid out as ``reference`` (as is without a mesh).
+
+  On Explicit axes two arrays of different layouts cannot meet in a
+  ``where``: e.g. a state replicated like the parameters and task gradients
+  sharded over the task axis.
+  """
+  sharding = jax.typeof(reference).sharding
+  if sharding.mesh.empty or jax.typeof(array).sharding == sharding:
+    return array
+  return jax.sharding.reshard(array, sharding)
 
 
 def weighted_sum(weights: jax.Array, task_grads: Any) -> Any:

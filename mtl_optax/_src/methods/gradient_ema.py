@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import optax
 
 from mtl_optax._src import base
+from mtl_optax._src import gramian as gramian_lib
 from mtl_optax._src import numerics
 
 
@@ -22,6 +23,36 @@ def ema_decay(count: jax.Array, beta, beta_sigma) -> jax.Array:
   """``β_k = beta / k^beta_sigma`` with ``k = count + 1`` (k counts from 1)."""
   k = count.astype(jnp.float32) + 1.0
   return beta * jnp.power(k, -jnp.asarray(beta_sigma, jnp.float32))
+
+
+def initial_state(num_tasks: int, shared_params: list) -> GradientEmaState:
+  """Zero averages ``[T, *leaf.shape]`` in each leaf's dtype and sharding.
+
+  ``zeros_like`` keeps a sharded parameter's sharding (on Explicit mesh axes
+  it is part of the type), and the task axis is added unsharded: the
+  averages are then laid out as the task gradients that update them.
+  """
+  return GradientEmaState(
+      count=jnp.zeros([], jnp.int32),
+      task_grads_ema=tuple(
+          jnp.broadcast_to(zeros, (num_tasks,) + zeros.shape)
+          for zeros in (jnp.zeros_like(jnp.asarray(leaf))
+                        for leaf in shared_params)))
+
+
+def averaged(averages: tuple, shared: list, decay: jax.Array,
+             finite: jax.Array) -> tuple:
+  """``β ĝ + (1 − β) g`` per leaf (eq. 1), or ``ĝ`` unchanged if not ``finite``.
+
+  The guard is in the same elementwise pass as the average: the state holds
+  T x P floats, and a separate ``where`` over it would read and write them
+  all again.
+  """
+  return tuple(
+      jnp.where(finite, decay * average + (1.0 - decay) * (
+          gramian_lib.sharded_like(grad, average)),
+                average).astype(average.dtype)
+      for average, grad in zip(averages, shared))
 
 
 def gradient_ema(
@@ -92,11 +123,7 @@ def gradient_ema(
   name = 'gradient_ema'
 
   def init(shared_params):
-    return GradientEmaState(
-        count=jnp.zeros([], jnp.int32),
-        task_grads_ema=tuple(
-            jnp.zeros((num_tasks,) + jnp.shape(leaf), jnp.asarray(leaf).dtype)
-            for leaf in shared_params))
+    return initial_state(num_tasks, shared_params)
 
   def step(shared, specific, losses, state, inputs_finite):
     del losses
@@ -107,16 +134,16 @@ def gradient_ema(
           'the same parameter tree and task_specific mask.')
     finite = inputs_finite & numerics.all_finite(*shared)
     decay = ema_decay(state.count, beta, beta_sigma)
-    averages = tuple(  # Eq. 1 (Algorithm 1, step 7).
-        (decay * average + (1.0 - decay) * grad).astype(average.dtype)
-        for average, grad in zip(state.task_grads_ema, shared))
-    outputs = [jnp.where(finite, average, jnp.nan).astype(average.dtype)
+    averages = averaged(  # Eq. 1 (Algorithm 1, step 7).
+        state.task_grads_ema, shared, decay, finite)
+    poison = jnp.where(finite, 1.0, jnp.nan)
+    outputs = [(average * poison).astype(average.dtype)
                for average in averages]
+    count = jnp.where(finite, optax.safe_increment(state.count), state.count)
     return base.StepResult(
         shared=outputs, specific=specific,
-        state=GradientEmaState(count=optax.safe_increment(state.count),
-                               task_grads_ema=averages),
-        finite=finite)
+        state=GradientEmaState(count=count, task_grads_ema=averages),
+        finite=finite, state_guarded=True)
 
   return base.task_transformation(num_tasks, name, init, step,
                                   task_specific=task_specific)

@@ -110,7 +110,8 @@ def solve(gram: jax.Array, c, *, max_iters: int = min_norm.DEFAULT_MAX_ITERS,
     mu = jnp.where(step == 0, 0.0, jnp.exp(point))
     result = min_norm._wolfe(  # Problem (2).
         gram, active, max_iters, min_norm.DEFAULT_TOL,
-        linear=mu * mean_alignment, weights0=last_w)
+        linear=mu * mean_alignment, weights0=last_w,
+        interior_first=step == 0)  # The cold start.
     weights = result.weights
     value = (jnp.log(jnp.maximum(norm_of(weights), _TINY * largest))
              - log_radius - point)  # h(τ).

@@ -175,8 +175,8 @@ def solve(
     weights = _two_task_weights(gram, active)
     return SolverResult(weights, jnp.zeros([], jnp.int32),
                         jnp.all(jnp.isfinite(weights)))
+  result = _wolfe(gram, active, max_iters, tol, interior_first=True)
   # G = 0: every point of the hull is optimal; uniform weights on the face.
-  result = _wolfe(gram, active, max_iters, tol)
   uniform = active.astype(dtype) / jnp.sum(active).astype(dtype)
   return result._replace(
       weights=jnp.where(jnp.any(gram != 0), result.weights, uniform))
@@ -294,6 +294,25 @@ def _affine_minimiser(gram, linear, members):
   return weights / jnp.sum(weights)
 
 
+def _is_optimal(gram, weights, active, tol, linear):
+  """Whether ``weights`` > 0 on ``active`` solve the problem on that face.
+
+  The optimality conditions of ``min αᵀGα + 2 linearᵀα`` on the simplex
+  with every active weight positive: ``(Gα + linear)_t = αᵀ(Gα + linear)``
+  for each active task, here to within the tolerance and rounding of Wolfe's
+  stopping rule. An inaccurate solve (rank-deficient or ill-conditioned
+  gradients) fails the test.
+  """
+  eps = jnp.finfo(gram.dtype).eps
+  dots = _matvec(gram, weights) + linear
+  value = jnp.sum(weights * (dots - linear))  # αᵀGα, as in the loop.
+  rounding = ROUNDING * eps * (jnp.abs(dots) + jnp.abs(gram) @ weights
+                               + jnp.abs(linear))
+  balanced = jnp.abs(jnp.sum(weights * dots) - dots) <= tol * value + rounding
+  return (jnp.all(jnp.isfinite(weights))
+          & jnp.all(jnp.where(active, (weights > 0) & balanced, True)))
+
+
 def first_vertex(gram, active, linear=None):
   """The start of :func:`_wolfe`: the active vertex of least objective."""
   values = jnp.diagonal(gram)
@@ -304,12 +323,18 @@ def first_vertex(gram, active, linear=None):
 
 
 def _wolfe(gram, active, max_iters, tol, linear=None,
-           weights0=None) -> SolverResult:
+           weights0=None, interior_first=False) -> SolverResult:
   """The loop; with ``linear``, it minimises ``αᵀGα + 2 linearᵀα``.
 
   ``weights0`` (on the simplex, zero off ``active``, with affinely
   independent gradients on its support, e.g. a previous solution) is the
   start; by default :func:`first_vertex`. CAGrad's dual solver uses both.
+
+  ``interior_first`` (a bool, may be traced) first tries the affine
+  minimiser on every active task: when all its weights are positive and it
+  passes the optimality test, it is the answer and the loop does not run.
+  That is one solve where a cold start would add the tasks one by one (T
+  solves), typical of many nearly orthogonal gradients.
   """
   num_tasks = gram.shape[0]
   dtype = gram.dtype
@@ -319,6 +344,14 @@ def _wolfe(gram, active, max_iters, tol, linear=None,
   if weights0 is None:
     weights0 = first_vertex(gram, active, linear)
 
+  def try_interior(weights0):
+    interior = _affine_minimiser(gram, linear, active)
+    optimal = _is_optimal(gram, interior, active, tol, linear)
+    return jnp.where(optimal, interior, weights0), optimal
+
+  weights0, optimal0 = lax.cond(
+      interior_first, try_interior, lambda w: (w, jnp.asarray(False)),
+      weights0)
   zero = ~jnp.any(gram != 0)  # Every point of the hull is optimal.
 
   def not_done(loop):
@@ -374,8 +407,8 @@ def _wolfe(gram, active, max_iters, tol, linear=None,
       dots=_matvec(gram, weights0) + linear,
       members=(weights0 > 0) & active,
       iterations=jnp.zeros([], jnp.int32),
-      done=~jnp.all(jnp.isfinite(gram)) | zero,
-      converged=zero)
+      done=~jnp.all(jnp.isfinite(gram)) | zero | optimal0,
+      converged=zero | optimal0)
   final = lax.while_loop(not_done, step, start)
   return SolverResult(final.weights, final.iterations, final.converged)
 
