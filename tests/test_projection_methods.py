@@ -139,6 +139,31 @@ def test_dual_cone_solver_meets_kkt_and_matches_enumeration(reg_eps):
       np.testing.assert_allclose(difference, 0.0, atol=1e-4 * np.max(weights))
 
 
+def test_dual_cone_warm_start_on_many_nearly_orthogonal_gradients():
+  # 64 tasks in dimension 4096: the coordinates the bound violates are
+  # (nearly) the final free set, so the warm start ends in a few steps; cold,
+  # one coordinate is freed per step (about T/2 = 32 here). The KKT
+  # conditions are checked in float64, as above.
+  rng = np.random.default_rng(5)
+  jac = rng.normal(size=(64, 4096)) * np.exp(rng.uniform(-1, 1, (64, 1)))
+  gram = jac @ jac.T
+  lowers = np.eye(64)[:8] / 64  # UPGrad's bounds for the first 8 tasks.
+  solutions = jax.jit(jax.vmap(lambda lower: dual_cone.project(
+      dual_cone.normalised_gram(jnp.asarray(gram, jnp.float32), 1e-4), lower,
+      dual_cone.default_max_iters(64))))(jnp.asarray(lowers, jnp.float32))
+  assert bool(jnp.all(solutions.converged))
+  assert int(jnp.max(solutions.iterations)) <= 6
+  matrix = gram / np.trace(gram) + 1e-4 * np.eye(64)
+  for lower, weights in zip(lowers, np.asarray(solutions.weights, np.float64)):
+    scale = np.max(lower) * np.max(np.diag(matrix))
+    assert np.all(weights >= lower)
+    multipliers = matrix @ weights
+    assert np.all(multipliers >= -1e-5 * scale)
+    np.testing.assert_allclose(multipliers * (weights - lower), 0.0,
+                               atol=1e-5 * scale * np.max(weights))
+    assert np.sum(weights > lower) > 8  # Many coordinates end up free.
+
+
 def test_dual_cone_solver_on_zero_gramian_returns_the_bound():
   lower = jnp.asarray([0.25, 0.0, 0.5])
   solution = jax.jit(lambda g: dual_cone.project(

@@ -37,7 +37,12 @@ problems about T/2 + 2, one per coordinate that ends up free). The inverse
 of ``A`` on the free set is kept up to date by one rank-one term per step
 (bordering when a coordinate is freed, its reverse when one is fixed), plus
 one step of iterative refinement against ``A``, so a step costs O(T²), not a
-new O(T³) factorisation. It stops when every KKT condition holds to a
+new O(T³) factorisation. **Start**: the coordinates whose constraint the
+lower bound violates start free, with one inversion of ``A`` on them, when
+that inverse is accurate (its condition number below ``1e-3 / eps``); on many
+nearly orthogonal gradients that is (nearly) the final free set, and the
+solve takes a few steps instead of about T/2. Otherwise (rank-deficient
+gradients) it starts with nothing free. It stops when every KKT condition holds to a
 relative tolerance, after ``max_iters`` steps, or when rounding makes the
 coordinate just freed come back non-positive (float32 cannot make progress
 then). It is ``lax.while_loop`` and ``jnp.where`` only: it runs under
@@ -194,10 +199,30 @@ def project(matrix: jax.Array, lower: jax.Array, max_iters: int) -> Solution:
   lower = lower.astype(dtype)
   num_tasks = lower.shape[0]
   linear = matrix @ lower
+  # Warm start: the coordinates whose constraint the lower bound violates,
+  # -(A u)_t above the KKT tolerance, start free, with A_FF⁻¹ from one
+  # inversion (A with the identity off F inverts to A_FF⁻¹ with the identity
+  # off F). From z = 0 a free coordinate that should not be is fixed by the
+  # first steps; on many nearly orthogonal gradients F is already (nearly)
+  # the final free set, where freeing one coordinate per step took ~T/2
+  # steps (UPGrad at T = 128: 77 ms, 20 ms warm).
+  tolerance = _KKT_RTOL * num_tasks ** 0.5 * jnp.max(
+      jnp.diagonal(matrix)) * jnp.max(jnp.abs(lower))
+  free = -linear > tolerance
+  embedded = jnp.where(free[:, None] & free[None, :], matrix,
+                       jnp.eye(num_tasks, dtype=dtype))
+  inverse = jnp.linalg.inv(embedded)
+  # Only with an inverse good to 1e-3 (condition number, in the ∞-norm,
+  # below 1e-3 / eps): on rank-deficient gradients A_FF is nearly singular,
+  # and the cold start, which frees one coordinate at a time, is needed.
+  condition = (jnp.max(jnp.sum(jnp.abs(embedded), axis=1))
+               * jnp.max(jnp.sum(jnp.abs(inverse), axis=1)))
+  warm = jnp.isfinite(condition) & (
+      condition * jnp.finfo(dtype).eps < 1e-3)
   start = _Iterate(
       offset=jnp.zeros([num_tasks], dtype),
-      free=jnp.zeros([num_tasks], bool),
-      inverse=jnp.eye(num_tasks, dtype=dtype),
+      free=free & warm,
+      inverse=jnp.where(warm, inverse, jnp.eye(num_tasks, dtype=dtype)),
       last_freed=jnp.zeros([], jnp.int32),
       just_freed=jnp.zeros([], bool),
       iteration=jnp.zeros([], jnp.int32),
