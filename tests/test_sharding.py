@@ -262,11 +262,12 @@ def test_fsdp_gramian_is_a_task_by_task_all_reduce(axis_type):
 
 
 @pytest.mark.parametrize('jit_init', (False, True))
-@pytest.mark.parametrize('method', ('gradient_ema', 'db_mtl'))
+@pytest.mark.parametrize('method',
+                         ('gradient_ema', 'db_mtl', 'moco', 'excess_mtl'))
 def test_stacked_state_is_sharded_like_the_parameters(method, jit_init):
   # Under jax.set_mesh, a state created replicated could not meet the
   # FSDP-sharded gradients in the update's `where` (a ShardingTypeError
-  # before the averages were created with zeros_like).
+  # before the T x P states were created with zeros_like).
   mesh = _mesh('fsdp', AxisType.Explicit)
   tx = getattr(mtl, method)(NUM_TASKS, task_specific=TASK_SPECIFIC)
   params = jax.tree.map(
@@ -276,10 +277,10 @@ def test_stacked_state_is_sharded_like_the_parameters(method, jit_init):
   x, y = (jax.device_put(a, batch) for a in _batch())
   with jax.set_mesh(mesh):
     state = (jax.jit(tx.init) if jit_init else tx.init)(params)
-    averages = (state[1] if method == 'db_mtl' else state).task_grads_ema
-    # Shared leaves in jax.tree.leaves order: trunk 'b', then trunk 'w'.
-    assert [a.sharding.spec for a in averages] == [P(None, 'model'),
-                                                   P(None, None, 'model')]
+    # The T x P leaves: one per shared leaf, trunk 'b' then trunk 'w'.
+    stacked = [leaf for leaf in jax.tree.leaves(state) if leaf.ndim >= 2]
+    assert [leaf.sharding.spec for leaf in stacked] == [
+        P(None, 'model'), P(None, None, 'model')]
     _, updates, state = _step(tx, AxisType.Explicit)(params, state, x, y)
   reference = _step(tx, None)
   _, expected_updates, expected_state = reference(

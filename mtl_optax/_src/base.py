@@ -356,6 +356,25 @@ def check_task_grads(name: str, num_tasks: int, task_grads: Any) -> None:
           f'{jnp.result_type(leaf)}; gradients must be floating point.')
 
 
+def stacked_zeros(num_tasks: int, shared_params: list,
+                  at_least=None) -> tuple:
+  """Zeros ``[T, *leaf.shape]`` per leaf, laid out as the leaf (a T x P state).
+
+  The dtype is the leaf's (promoted with ``at_least`` if given).
+  ``zeros_like`` keeps a sharded parameter's sharding (on Explicit mesh axes
+  it is part of the type) and the task axis is added unsharded, so the state
+  is laid out as the task gradients that update it.
+  """
+  def zeros(leaf):
+    leaf = jnp.asarray(leaf)
+    dtype = leaf.dtype if at_least is None else jnp.promote_types(
+        leaf.dtype, at_least)
+    return jnp.broadcast_to(jnp.zeros_like(leaf, dtype),
+                            (num_tasks,) + leaf.shape)
+
+  return tuple(zeros(leaf) for leaf in shared_params)
+
+
 def cast_like(new_tree, old_tree):
   """``new_tree`` with the dtypes of ``old_tree`` (a state keeps its dtypes)."""
   return jax.tree.map(lambda new, old: jnp.asarray(new).astype(old.dtype),

@@ -26,12 +26,16 @@ class ExcessMTLState(NamedTuple):
   count: jax.Array  # shape=(), dtype=int32; finite updates so far, saturating
 
 
-def _accumulate(root, grads):
-  """``(new root, per-task Σ_p g² / sqrt(S))`` for one shared leaf."""
-  grads = grads.astype(root.dtype)
+def _accumulate(root, grads, finite):
+  """``(new root, per-task Σ_p g² / sqrt(S))`` for one shared leaf.
+
+  The root stays as it was unless ``finite``: the guard is in the pass that
+  writes the T x P accumulator, not a second pass over it.
+  """
+  grads = gramian_lib.sharded_like(grads.astype(root.dtype), root)
   # sqrt(S + g²) without forming g² or S: hypot neither overflows nor
   # underflows, so the accumulator survives gradients near 1e±20 in float32.
-  root = jnp.hypot(root, grads)
+  root = jnp.where(finite, jnp.hypot(root, grads), root)
   magnitude = jnp.abs(grads)
   # g²/sqrt(S) = |g| · (|g|/sqrt(S)) with |g| <= sqrt(S): bounded by |g|.
   excess = magnitude * numerics.safe_div(magnitude, root)
@@ -119,10 +123,7 @@ def excess_mtl(
 
   def init(shared_params):
     tasks = jnp.zeros([num_tasks], jnp.float32)
-    roots = tuple(
-        jnp.zeros((num_tasks,) + jnp.shape(leaf),
-                  jnp.promote_types(jnp.asarray(leaf).dtype, jnp.float32))
-        for leaf in shared_params)
+    roots = base.stacked_zeros(num_tasks, shared_params, jnp.float32)
     return ExcessMTLState(
         weights=jnp.full([num_tasks], 1.0 / num_tasks, jnp.float32),
         root_sum_squares=roots, baseline=tasks, warmup_sum=tasks,
@@ -136,7 +137,8 @@ def excess_mtl(
           f'{name}: the state accumulates {len(state.root_sum_squares)} '
           f'shared leaves but task_grads has {len(shared)}; init and update '
           'must see the same parameter tree and task_specific mask.')
-    accumulated = [_accumulate(root, jax.lax.stop_gradient(grads))
+    finite = inputs_finite & numerics.all_finite(*shared)
+    accumulated = [_accumulate(root, jax.lax.stop_gradient(grads), finite)
                    for root, grads in zip(state.root_sum_squares, shared)]
     roots = tuple(root for root, _ in accumulated)
     excess = gramian_lib.replicated(  # Eqs. 6–7.
@@ -165,16 +167,19 @@ def excess_mtl(
     # A zero baseline is replaced by the first positive excess risk after it.
     baseline = jnp.where(in_warmup | (baseline > 0), baseline, excess)
 
-    finite = numerics.all_finite(*shared)
-    used = jnp.where(inputs_finite & finite, weights, jnp.nan)
+    used = jnp.where(finite, weights, jnp.nan)
     shared_updates = gramian_lib.weighted_sum(used, shared)
     specific_updates = gramian_lib.weighted_sum(
         jnp.ones([num_tasks], jnp.float32), specific)
+    # The roots are guarded already; the T-sized fields are guarded here.
+    weights, baseline, warmup_sum, count = numerics.where_finite(
+        finite, (weights, baseline, warmup_sum, optax.safe_increment(count)),
+        (state.weights, state.baseline, state.warmup_sum, state.count))
     new_state = ExcessMTLState(
         weights=weights, root_sum_squares=roots, baseline=baseline,
-        warmup_sum=warmup_sum, count=optax.safe_increment(count))
+        warmup_sum=warmup_sum, count=count)
     return base.StepResult(shared_updates, specific_updates, new_state,
-                           finite)
+                           finite, state_guarded=True)
 
   return base.task_transformation(num_tasks, name, init, step,
                                   task_specific=task_specific)

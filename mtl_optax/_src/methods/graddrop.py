@@ -97,6 +97,7 @@ def _drop_leaf(leaf: jax.Array, draw: jax.Array, leaks: jax.Array,
 
 
 def _split_update(dropped: _Dropped):
+  """``(sums, update)``: what :func:`column_blocks.scan` adds up and joins."""
   return (dropped.kept_squares, dropped.squares, dropped.magnitudes), (
       dropped.update)
 

@@ -26,18 +26,10 @@ def ema_decay(count: jax.Array, beta, beta_sigma) -> jax.Array:
 
 
 def initial_state(num_tasks: int, shared_params: list) -> GradientEmaState:
-  """Zero averages ``[T, *leaf.shape]`` in each leaf's dtype and sharding.
-
-  ``zeros_like`` keeps a sharded parameter's sharding (on Explicit mesh axes
-  it is part of the type), and the task axis is added unsharded: the
-  averages are then laid out as the task gradients that update them.
-  """
+  """Zero averages ``[T, *leaf.shape]``, in each leaf's dtype and layout."""
   return GradientEmaState(
       count=jnp.zeros([], jnp.int32),
-      task_grads_ema=tuple(
-          jnp.broadcast_to(zeros, (num_tasks,) + zeros.shape)
-          for zeros in (jnp.zeros_like(jnp.asarray(leaf))
-                        for leaf in shared_params)))
+      task_grads_ema=base.stacked_zeros(num_tasks, shared_params))
 
 
 def averaged(averages: tuple, shared: list, decay: jax.Array,

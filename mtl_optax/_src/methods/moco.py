@@ -107,10 +107,7 @@ def moco(
   name = 'moco'
 
   def init(shared_params):
-    tracked = tuple(
-        jnp.zeros((num_tasks,) + jnp.shape(leaf),
-                  jnp.promote_types(jnp.asarray(leaf).dtype, jnp.float32))
-        for leaf in shared_params)
+    tracked = base.stacked_zeros(num_tasks, shared_params, jnp.float32)
     return MoCoState(
         weights=jnp.full([num_tasks], 1.0 / num_tasks, jnp.float32),
         tracked=tracked, count=jnp.zeros([], jnp.int32))
@@ -133,10 +130,15 @@ def moco(
     beta_k = beta * jnp.power(k, -jnp.asarray(beta_sigma, jnp.float32))
     gamma_k = gamma * jnp.power(k, -jnp.asarray(gamma_sigma, jnp.float32))
 
+    finite = inputs_finite & numerics.all_finite(gram, scale)
+
     def track(tracked, grads):
-      targets = grads.astype(tracked.dtype) * coefficients.astype(
-          tracked.dtype).reshape((num_tasks,) + (1,) * (grads.ndim - 1))
-      return (tracked - beta_k * (tracked - targets)).astype(tracked.dtype)
+      # Guarded in the pass that writes the T x P state: kept if not finite.
+      grads = gramian_lib.sharded_like(grads.astype(tracked.dtype), tracked)
+      targets = grads * coefficients.astype(tracked.dtype).reshape(
+          (num_tasks,) + (1,) * (grads.ndim - 1))
+      return jnp.where(finite, tracked - beta_k * (tracked - targets),
+                       tracked).astype(tracked.dtype)
 
     tracked = tuple(track(y, g) for y, g in zip(state.tracked,
                                                  shared_constant))
@@ -148,18 +150,20 @@ def moco(
     else:
       weights = jax.nn.softmax(stepped)
 
-    finite = numerics.all_finite(gram, scale)
-    used = jnp.where(inputs_finite & finite, weights, jnp.nan)
+    used = jnp.where(finite, weights, jnp.nan)
     shared_updates = [
         update.astype(grads.dtype) for update, grads in zip(
             gramian_lib.weighted_sum(used, list(tracked)), shared)]
     specific_updates = gramian_lib.weighted_sum(
         jnp.ones([num_tasks], jnp.float32), specific)
-    new_state = MoCoState(weights=weights.astype(jnp.float32),
-                          tracked=tracked,
-                          count=optax.safe_increment(state.count))
+    # The tracked gradients are guarded already; the weights and count here.
+    weights, count = numerics.where_finite(
+        finite, (weights.astype(jnp.float32),
+                 optax.safe_increment(state.count)),
+        (state.weights, state.count))
+    new_state = MoCoState(weights=weights, tracked=tracked, count=count)
     return base.StepResult(shared_updates, specific_updates, new_state,
-                           finite)
+                           finite, state_guarded=True)
 
   return base.task_transformation(num_tasks, name, init, step,
                                   needs_losses=True,
