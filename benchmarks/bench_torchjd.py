@@ -16,6 +16,7 @@ out; their cells say so.
 
 import os
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 

@@ -43,6 +43,24 @@ def test_cross_gramian_rescues_float32_over_and_underflow(exponent):
   np.testing.assert_allclose(true, [[9.0, -3.0], [3.0, 0.0]], atol=1e-6)
 
 
+@pytest.mark.parametrize('factor', [1.0, 2.0 ** 70])
+def test_large_leaf_cross_gramian_through_column_blocks(factor):
+  # [4, 600000] float32 is 9.6 MB: on CPU it goes through column blocks of
+  # 16400 (36 blocks and a tail; column_blocks.width). The reference is a
+  # float64 NumPy product, scaled back as above.
+  rng = np.random.default_rng(0)
+  batch_2, batch_3 = rng.normal(size=(2, 4, 600000))
+  cross, scale = jax.jit(mtl.cross_gramian)(
+      jnp.asarray(batch_2 * factor, jnp.float32),
+      jnp.asarray(batch_3 * factor, jnp.float32))
+  batch_2 = np.asarray(jnp.asarray(batch_2, jnp.float32), np.float64)
+  batch_3 = np.asarray(jnp.asarray(batch_3, jnp.float32), np.float64)
+  true = np.asarray(cross, np.float64) * float(scale) ** 2 / factor ** 2
+  expected = batch_2 @ batch_3.T
+  np.testing.assert_allclose(true, expected, rtol=1e-4,
+                             atol=1e-5 * np.abs(expected).max())
+
+
 def test_cross_gramian_rejects_mismatched_batches():
   with pytest.raises(ValueError, match='shapes'):
     mtl.cross_gramian(BATCH_2, jnp.ones((2, 3)))

@@ -57,29 +57,27 @@ def width(leaf: jax.Array) -> int | None:
 
 
 def scan(block_fn: Callable[..., tuple[Any, jax.Array | None]],
-         matrix: jax.Array, *vectors: jax.Array,
-         columns: int) -> tuple[Any, jax.Array | None]:
+         *arrays: jax.Array, columns: int) -> tuple[Any, jax.Array | None]:
   """Runs ``block_fn`` on column blocks; sums its totals, joins its columns.
 
   Args:
-    block_fn: ``block_fn(matrix_block, *vector_blocks) -> (totals, out)``:
-      ``totals`` a pytree of arrays summed over the blocks, ``out`` None or
-      an array whose last axis has one entry per column of the block.
-    matrix: ``[T, n]``.
-    *vectors: ``[n]`` arrays sliced alongside the matrix's columns.
+    block_fn: ``block_fn(*blocks) -> (totals, out)``: ``totals`` a pytree of
+      arrays summed over the blocks, ``out`` None or an array whose last
+      axis has one entry per column of the block.
+    *arrays: ``[..., n]`` arrays (a ``[T, n]`` matrix, a ``[n]`` vector),
+      sliced together along their last axis.
     columns: the block width (from :func:`width`).
 
   Returns:
     ``(totals, out)``: the totals summed over all blocks, and the blocks'
     ``out`` side by side (``[..., n]``), or None.
   """
-  size = matrix.shape[1]
+  size = arrays[0].shape[-1]
   num_blocks = size // columns
 
   def blocks_at(start, count):
-    return (lax.dynamic_slice_in_dim(matrix, start, count, axis=1),
-            *(lax.dynamic_slice_in_dim(v, start, count, axis=0)
-              for v in vectors))
+    return tuple(lax.dynamic_slice_in_dim(array, start, count, axis=-1)
+                 for array in arrays)
 
   def body(totals, block):
     block_totals, out = block_fn(*blocks_at(block * columns, columns))
