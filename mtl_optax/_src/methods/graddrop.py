@@ -39,7 +39,7 @@ def _task_sum(weights: jax.Array, grads: jax.Array) -> jax.Array:
   return gramian_lib.weighted_sum(weights, [grads])[0]
 
 
-def _drop_columns(grads: jax.Array, draw: jax.Array, leaks: jax.Array,
+def _drop_columns(grads: jax.Array, draw: jax.Array, leaks: jax.Array | None,
                   purity_fn: Callable[[jax.Array], jax.Array] | None,
                   inverse_scale: jax.Array | None) -> _Dropped:
   """GradDrop on gradients ``[T, ...]`` with one draw per column ``[...]``.
@@ -51,7 +51,7 @@ def _drop_columns(grads: jax.Array, draw: jax.Array, leaks: jax.Array,
   # Sums over the task axis are dot products: on CPU, XLA's reduction over
   # the leading axis is several times slower, even in cache. The barrier
   # hides the constant weights, which XLA would turn back into a reduction.
-  ones, leaks = lax.optimization_barrier((jnp.ones_like(leaks), leaks))
+  ones = lax.optimization_barrier(jnp.ones([grads.shape[0]], jnp.float32))
   magnitudes = jnp.abs(grads)
   total = _task_sum(ones, grads)
   magnitude = _task_sum(ones, magnitudes)
@@ -65,8 +65,11 @@ def _drop_columns(grads: jax.Array, draw: jax.Array, leaks: jax.Array,
   # M_t g_t: the positive entries where that sign is kept, else the negative.
   kept = jnp.where(keep_positive, jnp.maximum(grads, 0.0),
                    jnp.minimum(grads, 0.0))
-  # Σ_t (ℓ_t + (1 − ℓ_t) M_t) g_t, with one leak per task.
-  update = _task_sum(leaks, grads) + _task_sum(1.0 - leaks, kept)
+  # Σ_t (ℓ_t + (1 − ℓ_t) M_t) g_t, with one leak per task (None: ℓ = 0).
+  if leaks is None:
+    update = _task_sum(ones, kept)
+  else:
+    update = _task_sum(leaks, grads) + _task_sum(1.0 - leaks, kept)
   if inverse_scale is not None:
     grads, kept = grads * inverse_scale, kept * inverse_scale
   # Summed over every axis but the task axis; no reshape, which would need an
@@ -77,7 +80,7 @@ def _drop_columns(grads: jax.Array, draw: jax.Array, leaks: jax.Array,
                   jnp.sum(magnitudes, axis=entry_axes), update)
 
 
-def _drop_leaf(leaf: jax.Array, draw: jax.Array, leaks: jax.Array,
+def _drop_leaf(leaf: jax.Array, draw: jax.Array, leaks: jax.Array | None,
                purity_fn: Callable[[jax.Array], jax.Array] | None,
                inverse_scale: jax.Array | None) -> _Dropped:
   """:func:`_drop_columns` on a whole leaf.
@@ -102,7 +105,7 @@ def _split_update(dropped: _Dropped):
       dropped.update)
 
 
-def _drop(shared: list, draws: list, leaks: jax.Array,
+def _drop(shared: list, draws: list, leaks: jax.Array | None,
           purity_fn: Callable[[jax.Array], jax.Array] | None,
           inverse_scale: jax.Array | None = None):
   """``(updates, kept², total², Σ|g|)`` over the shared leaves."""
@@ -197,6 +200,9 @@ def graddrop(
     if not np.all((leak_array >= 0) & (leak_array <= 1)):
       raise ValueError(f'leak must be in [0, 1], got {leak_array.tolist()}.')
 
+  no_leak = (not isinstance(leak, jax.core.Tracer)
+             and bool(np.all(np.asarray(leak) == 0)))
+
   def init(shared_params):
     del shared_params
     return GradDropState(weights=jnp.zeros([num_tasks], jnp.float32),
@@ -209,7 +215,9 @@ def graddrop(
     leaf_keys = jax.random.split(draw_key, len(shared))
     draws = [jax.random.uniform(leaf_key, leaf.shape[1:], jnp.float32)
              for leaf, leaf_key in zip(shared, leaf_keys)]
-    leaks = jnp.broadcast_to(jnp.asarray(leak, jnp.float32), (num_tasks,))
+    # A leak known to be 0 (the paper's GradDrop) costs no pass over J.
+    leaks = None if no_leak else jnp.broadcast_to(
+        jnp.asarray(leak, jnp.float32), (num_tasks,))
     dropped = _drop(shared, draws, leaks, purity_fn)
     _, _, squares, magnitudes = dropped
     in_range = jnp.all(jnp.isfinite(squares) & (
@@ -220,8 +228,8 @@ def graddrop(
         in_range, lambda: dropped,
         lambda: _drop(shared, draws, leaks, purity_fn,
                       1.0 / gramian_lib.power_of_two_scale(shared)))
-    weights = leaks + (1.0 - leaks) * numerics.safe_div(
-        kept_squares, squares, 1.0)
+    shares = numerics.safe_div(kept_squares, squares, 1.0)
+    weights = shares if no_leak else leaks + (1.0 - leaks) * shares
     # A sum of squares is non-finite exactly when an entry is (a max can
     # miss a NaN on CPU).
     finite = inputs_finite & numerics.all_finite(squares)
