@@ -103,6 +103,18 @@ def _solver_problems(num_problems=12, num_tasks=5, seed=0):
   return np.stack(grams), np.stack(lowers)
 
 
+def _assert_kkt(matrix, lower, weights):
+  """KKT of min vᵀAv s.t. v >= u, in float64: v >= u, μ = Av >= 0 and
+  μ_t (v_t - u_t) = 0, relative to ``max(u) · max(diag A)`` (returned)."""
+  scale = np.max(lower) * np.max(np.diag(matrix))
+  assert np.all(weights >= lower)
+  multipliers = matrix @ weights
+  assert np.all(multipliers >= -1e-5 * scale)
+  np.testing.assert_allclose(multipliers * (weights - lower), 0.0,
+                             atol=1e-5 * scale * np.max(weights))
+  return scale
+
+
 _solve_batch = jax.jit(jax.vmap(
     lambda gram, lower, reg: dual_cone.project(
         dual_cone.normalised_gram(gram, reg), lower,
@@ -121,13 +133,7 @@ def test_dual_cone_solver_meets_kkt_and_matches_enumeration(reg_eps):
                                   np.asarray(solutions.weights, np.float64)):
     matrix = (gram / np.trace(gram)
               + max(reg_eps, dual_cone.MIN_REG_EPS) * np.eye(5))
-    scale = np.max(lower) * np.max(np.diag(matrix))
-    # KKT of min vᵀAv s.t. v >= u: v >= u, μ = Av >= 0, μ_t (v_t - u_t) = 0.
-    assert np.all(weights >= lower)
-    multipliers = matrix @ weights
-    assert np.all(multipliers >= -1e-5 * scale)
-    np.testing.assert_allclose(multipliers * (weights - lower), 0.0,
-                               atol=1e-5 * scale * np.max(weights))
+    scale = _assert_kkt(matrix, lower, weights)
     # Same update as the float64 optimum: compare in the A-norm, the norm of
     # the update. Weights along near-null directions of a rank-deficient A
     # are free up to float32 round-off of the objective (~eps·‖A‖‖v‖²), so
@@ -155,12 +161,7 @@ def test_dual_cone_warm_start_on_many_nearly_orthogonal_gradients():
   assert int(jnp.max(solutions.iterations)) <= 6
   matrix = gram / np.trace(gram) + 1e-4 * np.eye(64)
   for lower, weights in zip(lowers, np.asarray(solutions.weights, np.float64)):
-    scale = np.max(lower) * np.max(np.diag(matrix))
-    assert np.all(weights >= lower)
-    multipliers = matrix @ weights
-    assert np.all(multipliers >= -1e-5 * scale)
-    np.testing.assert_allclose(multipliers * (weights - lower), 0.0,
-                               atol=1e-5 * scale * np.max(weights))
+    _assert_kkt(matrix, lower, weights)
     assert np.sum(weights > lower) > 8  # Many coordinates end up free.
 
 
