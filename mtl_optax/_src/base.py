@@ -123,9 +123,11 @@ class StepResult(NamedTuple):
   specific: list  # outputs for the task-specific leaves
   state: Any  # the new state
   finite: jax.Array  # shape=(), dtype=bool; whether the step's inputs were
-  # True when `state` is already the old state wherever an input (losses and
-  # task-specific leaves included) was not finite: a step whose state holds
-  # T x P floats guards it in the pass that writes it, which saves a pass.
+  # True when the step kept its large state leaves (more than T entries: a
+  # T x P state) as they were wherever an input (losses and task-specific
+  # leaves included) was not finite, in the pass that writes them; a second
+  # `where` over T x P floats would read and write them all again. The
+  # skeleton still guards the small leaves.
   state_guarded: bool = False
 
 
@@ -356,6 +358,26 @@ def check_task_grads(name: str, num_tasks: int, task_grads: Any) -> None:
           f'{jnp.result_type(leaf)}; gradients must be floating point.')
 
 
+def check_stacked_state(name: str, verb: str, stacked: tuple,
+                        shared: list) -> None:
+  """A T x P state holds one array per shared leaf of the task gradients."""
+  if len(stacked) != len(shared):
+    raise ValueError(
+        f'{name}: the state {verb} {len(stacked)} shared leaves but '
+        f'task_grads has {len(shared)}; init and update must see the same '
+        'parameter tree and task_specific mask.')
+
+
+def own_task_updates(specific: list) -> list:
+  """Each task-specific leaf's own-task gradient, ``Σ_t g_t`` (the other
+  tasks' rows are zero there), as one dot product per leaf."""
+  if not specific:
+    return []
+  num_tasks = specific[0].shape[0]
+  return gramian_lib.weighted_sum(jnp.ones([num_tasks], jnp.float32),
+                                  specific)
+
+
 def stacked_zeros(num_tasks: int, shared_params: list,
                   at_least=None) -> tuple:
   """Zeros ``[T, *leaf.shape]`` per leaf, laid out as the leaf (a T x P state).
@@ -437,9 +459,13 @@ def task_transformation(
     inputs_finite = numerics.all_finite(losses, *specific)
     result = step(shared, specific, losses, state, inputs_finite)
     finite = inputs_finite & result.finite
-    new_state = cast_like(result.state, state)
-    if not result.state_guarded:
-      new_state = numerics.where_finite(finite, new_state, state)
+    def keep_if_not_finite(new, old):
+      if result.state_guarded and jnp.size(old) > num_tasks:
+        return new  # Guarded by the step, in the pass that wrote it.
+      return jnp.where(finite, new, old)
+
+    new_state = jax.tree.map(keep_if_not_finite,
+                             cast_like(result.state, state), state)
     treedef = jax.tree.structure(task_grads)
     updates = merge_leaves(flags, treedef, result.shared,
                            _poison(finite, result.specific))

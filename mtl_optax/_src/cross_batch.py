@@ -126,11 +126,7 @@ def cross_gramian(task_grads_1: Any,
   in_range = jnp.isfinite(largest) & (largest > _SMALLEST_SAFE_PRODUCT)
 
   def rescaled(_):
-    biggest = jnp.maximum(gramian_lib._max_abs(leaves_1),  # pylint: disable=protected-access
-                          gramian_lib._max_abs(leaves_2))  # pylint: disable=protected-access
-    mantissa, exponent = jnp.frexp(biggest)
-    scale = jnp.ldexp(one, exponent - (mantissa < 0.7071).astype(exponent.dtype))
-    scale = jnp.where(biggest == 0, one, scale)  # All-zero gradients.
+    scale = gramian_lib.power_of_two_scale((leaves_1, leaves_2))
     return _raw_cross(leaves_1, leaves_2, 1.0 / scale), scale
 
   return lax.cond(in_range, lambda _: (cross, one), rescaled, None)
@@ -206,8 +202,7 @@ def cross_balancer(
           state.weighting_state)
       weights = jnp.where(finite, weights, jnp.nan)
       shared_updates = gramian_lib.weighted_sum(weights, shared)
-      specific_updates = gramian_lib.weighted_sum(
-          jnp.ones([num_tasks], jnp.float32), specific)
+      specific_updates = base.own_task_updates(specific)
       return base.StepResult(shared_updates, specific_updates,
                              base.BalancerState(weights, weighting_state),
                              finite)

@@ -100,11 +100,8 @@ def db_mtl(
 
   def step(shared, specific, losses, state, inputs_finite):
     scaling_state, ema_state, balancer_state = state
-    if len(ema_state.task_grads_ema) != len(shared):
-      raise ValueError(
-          f'db_mtl: the state averages {len(ema_state.task_grads_ema)} '
-          f'shared leaves but task_grads has {len(shared)}; init and update '
-          'must see the same parameter tree and task_specific mask.')
+    base.check_stacked_state('db_mtl', 'averages', ema_state.task_grads_ema,
+                             shared)
     base.check_shared('db_mtl', shared)
     finite = inputs_finite & numerics.all_finite(*shared)
     scales = 1.0 / log_scaling_lib.log_scaled_losses(losses, eps)  # Step 6.
@@ -117,15 +114,13 @@ def db_mtl(
         base.TaskStats(gram, scale, losses, num_tasks),
         balancer_state.weighting_state)
     weights = jnp.where(finite, weights, jnp.nan)
-    count = jnp.where(finite, optax.safe_increment(ema_state.count),
-                      ema_state.count)
     new_state = (
         scaling_state,
-        gradient_ema_lib.GradientEmaState(count=count,
-                                          task_grads_ema=averages),
-        base.BalancerState(
-            weights=jnp.where(finite, weights, balancer_state.weights),
-            weighting_state=balancer_state.weighting_state))
+        gradient_ema_lib.GradientEmaState(
+            count=optax.safe_increment(ema_state.count),
+            task_grads_ema=averages),
+        base.BalancerState(weights=weights,
+                           weighting_state=balancer_state.weighting_state))
     return base.StepResult(
         shared=gramian_lib.weighted_sum(weights, averages),
         specific=gramian_lib.weighted_sum(scales, specific),  # Step 12.

@@ -132,11 +132,8 @@ def excess_mtl(
   def step(shared, specific, losses, state, inputs_finite):
     del losses
     base.check_shared(name, shared)
-    if len(shared) != len(state.root_sum_squares):
-      raise ValueError(
-          f'{name}: the state accumulates {len(state.root_sum_squares)} '
-          f'shared leaves but task_grads has {len(shared)}; init and update '
-          'must see the same parameter tree and task_specific mask.')
+    base.check_stacked_state(name, 'accumulates', state.root_sum_squares,
+                             shared)
     finite = inputs_finite & numerics.all_finite(*shared)
     accumulated = [_accumulate(root, jax.lax.stop_gradient(grads), finite)
                    for root, grads in zip(state.root_sum_squares, shared)]
@@ -169,15 +166,10 @@ def excess_mtl(
 
     used = jnp.where(finite, weights, jnp.nan)
     shared_updates = gramian_lib.weighted_sum(used, shared)
-    specific_updates = gramian_lib.weighted_sum(
-        jnp.ones([num_tasks], jnp.float32), specific)
-    # The roots are guarded already; the T-sized fields are guarded here.
-    weights, baseline, warmup_sum, count = numerics.where_finite(
-        finite, (weights, baseline, warmup_sum, optax.safe_increment(count)),
-        (state.weights, state.baseline, state.warmup_sum, state.count))
+    specific_updates = base.own_task_updates(specific)
     new_state = ExcessMTLState(
         weights=weights, root_sum_squares=roots, baseline=baseline,
-        warmup_sum=warmup_sum, count=count)
+        warmup_sum=warmup_sum, count=optax.safe_increment(count))
     return base.StepResult(shared_updates, specific_updates, new_state,
                            finite, state_guarded=True)
 

@@ -237,8 +237,7 @@ def graddrop(
     poison = jnp.where(finite, 1.0, jnp.nan)
     shared_updates = [(update * poison).astype(leaf.dtype)
                       for update, leaf in zip(updates, shared)]
-    specific_updates = gramian_lib.weighted_sum(
-        jnp.ones([num_tasks], jnp.float32), specific)
+    specific_updates = base.own_task_updates(specific)
     return base.StepResult(
         shared=shared_updates, specific=specific_updates,
         state=GradDropState(weights=weights.astype(jnp.float32),

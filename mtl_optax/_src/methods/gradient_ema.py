@@ -119,11 +119,7 @@ def gradient_ema(
 
   def step(shared, specific, losses, state, inputs_finite):
     del losses
-    if len(state.task_grads_ema) != len(shared):
-      raise ValueError(
-          f'{name}: the state averages {len(state.task_grads_ema)} shared '
-          f'leaves but task_grads has {len(shared)}; init and update must see '
-          'the same parameter tree and task_specific mask.')
+    base.check_stacked_state(name, 'averages', state.task_grads_ema, shared)
     finite = inputs_finite & numerics.all_finite(*shared)
     decay = ema_decay(state.count, beta, beta_sigma)
     averages = averaged(  # Eq. 1 (Algorithm 1, step 7).
@@ -131,10 +127,10 @@ def gradient_ema(
     poison = jnp.where(finite, 1.0, jnp.nan)
     outputs = [(average * poison).astype(average.dtype)
                for average in averages]
-    count = jnp.where(finite, optax.safe_increment(state.count), state.count)
     return base.StepResult(
         shared=outputs, specific=specific,
-        state=GradientEmaState(count=count, task_grads_ema=averages),
+        state=GradientEmaState(count=optax.safe_increment(state.count),
+                               task_grads_ema=averages),
         finite=finite, state_guarded=True)
 
   return base.task_transformation(num_tasks, name, init, step,

@@ -254,8 +254,7 @@ def gradvac_balancer(
     weights = jnp.where(finite, weights, jnp.nan)
     shared_updates = [gramian_lib.weighted_sum(leaf_weights, [leaf])[0]
                       for leaf_weights, leaf in zip(weights, shared)]
-    specific_updates = gramian_lib.weighted_sum(
-        jnp.ones([num_tasks], jnp.float32), specific)
+    specific_updates = base.own_task_updates(specific)
     return base.StepResult(
         shared_updates, specific_updates,
         base.BalancerState(jnp.mean(weights, axis=0),

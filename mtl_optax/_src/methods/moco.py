@@ -114,11 +114,7 @@ def moco(
 
   def step(shared, specific, losses, state, inputs_finite):
     base.check_shared(name, shared)
-    if len(shared) != len(state.tracked):
-      raise ValueError(
-          f'{name}: the state tracks {len(state.tracked)} shared leaves but '
-          f'task_grads has {len(shared)}; init and update must see the same '
-          'parameter tree and task_specific mask.')
+    base.check_stacked_state(name, 'tracks', state.tracked, shared)
     shared_constant = [jax.lax.stop_gradient(leaf) for leaf in shared]
     losses = jax.lax.stop_gradient(losses)
     gram, scale = gramian_lib.gramian(shared_constant)
@@ -154,14 +150,10 @@ def moco(
     shared_updates = [
         update.astype(grads.dtype) for update, grads in zip(
             gramian_lib.weighted_sum(used, list(tracked)), shared)]
-    specific_updates = gramian_lib.weighted_sum(
-        jnp.ones([num_tasks], jnp.float32), specific)
-    # The tracked gradients are guarded already; the weights and count here.
-    weights, count = numerics.where_finite(
-        finite, (weights.astype(jnp.float32),
-                 optax.safe_increment(state.count)),
-        (state.weights, state.count))
-    new_state = MoCoState(weights=weights, tracked=tracked, count=count)
+    specific_updates = base.own_task_updates(specific)
+    new_state = MoCoState(weights=weights.astype(jnp.float32),
+                          tracked=tracked,
+                          count=optax.safe_increment(state.count))
     return base.StepResult(shared_updates, specific_updates, new_state,
                            finite, state_guarded=True)
 

@@ -118,9 +118,7 @@ def trimmed_mean(
     weights = kept / (entries * (num_tasks - 2 * trim_number))
     poison = jnp.where(finite, 1.0, jnp.nan)
     updates = [(update * poison).astype(update.dtype) for update in updates]
-    specific_updates = [
-        jnp.sum(leaf.astype(jnp.float32), axis=0).astype(leaf.dtype)
-        for leaf in specific]
+    specific_updates = base.own_task_updates(specific)
     return base.StepResult(updates, specific_updates,
                            TrimmedMeanState(weights=weights), finite)
 

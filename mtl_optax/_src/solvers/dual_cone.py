@@ -94,6 +94,18 @@ class _Iterate(NamedTuple):
   stalled: jax.Array  # shape=(), dtype=bool
 
 
+def _kkt_tolerance(matrix: jax.Array, weights: jax.Array) -> jax.Array:
+  """The residual above which a KKT condition counts as violated.
+
+  One global tolerance. A per-task one (√A_tt Σ_j √A_jj |v_j|, smaller for
+  small tasks) was measured to give NaN at T = 512 (property suite): the
+  extra coordinates it frees have rounding-noise Schur complements. It grows
+  as √T, like the rounding error of the sums in A v.
+  """
+  return _KKT_RTOL * weights.shape[0] ** 0.5 * jnp.max(
+      jnp.diagonal(matrix)) * jnp.max(jnp.abs(weights))
+
+
 def _free_set_minimiser(matrix, linear, free, inverse):
   """``argmin ½ zᵀAz + zᵀ linear`` over ``z`` with ``z = 0`` off ``free``.
 
@@ -117,13 +129,7 @@ def _step(matrix, lower, linear, it: _Iterate) -> _Iterate:
   # z_t = 0 ...
   weights = lower + target
   descent = -(matrix @ weights)
-  # One global tolerance. A per-task one (√A_tt Σ_j √A_jj |v_j|, smaller for
-  # small tasks) was measured to give NaN at T = 512 (property suite): the
-  # extra coordinates it frees have rounding-noise Schur complements.
-  # It grows as √T, like the rounding error of the sums in A v.
-  tolerance = _KKT_RTOL * num_tasks ** 0.5 * jnp.max(
-      jnp.diagonal(matrix)) * jnp.max(jnp.abs(weights))
-  violated = ~it.free & (descent > tolerance)
+  violated = ~it.free & (descent > _kkt_tolerance(matrix, weights))
   any_violated = jnp.any(violated)
   to_free = jnp.argmax(jnp.where(violated, descent, -jnp.inf)).astype(
       jnp.int32)
@@ -206,9 +212,7 @@ def project(matrix: jax.Array, lower: jax.Array, max_iters: int) -> Solution:
   # first steps; on many nearly orthogonal gradients F is already (nearly)
   # the final free set, where freeing one coordinate per step took ~T/2
   # steps (UPGrad at T = 128: 77 ms, 20 ms warm).
-  tolerance = _KKT_RTOL * num_tasks ** 0.5 * jnp.max(
-      jnp.diagonal(matrix)) * jnp.max(jnp.abs(lower))
-  free = -linear > tolerance
+  free = -linear > _kkt_tolerance(matrix, lower)  # At z = 0, v = u.
   embedded = jnp.where(free[:, None] & free[None, :], matrix,
                        jnp.eye(num_tasks, dtype=dtype))
   inverse = jnp.linalg.inv(embedded)

@@ -294,6 +294,20 @@ def _affine_minimiser(gram, linear, members):
   return weights / jnp.sum(weights)
 
 
+def _improvements(weights, dots, linear, magnitudes, tol):
+  """``(improvement, slack)``: how far each task's ``dots_t`` lies below
+  ``αᵀ(Gα + linear)``, and the part of it that is tolerance and rounding.
+
+  ``dots = Gα + linear`` (compensated), ``magnitudes = |G|α + |linear|``.
+  The slack is ``tol · αᵀGα`` plus each task's own rounding error.
+  """
+  eps = jnp.finfo(dots.dtype).eps
+  value = jnp.sum(weights * (dots - linear))  # αᵀGα = ‖d‖².
+  improvement = jnp.sum(weights * dots) - dots
+  return improvement, tol * value + ROUNDING * eps * (jnp.abs(dots)
+                                                      + magnitudes)
+
+
 def _is_optimal(gram, weights, active, tol, linear):
   """Whether ``weights`` > 0 on ``active`` solve the problem on that face.
 
@@ -303,12 +317,10 @@ def _is_optimal(gram, weights, active, tol, linear):
   stopping rule. An inaccurate solve (rank-deficient or ill-conditioned
   gradients) fails the test.
   """
-  eps = jnp.finfo(gram.dtype).eps
   dots = _matvec(gram, weights) + linear
-  value = jnp.sum(weights * (dots - linear))  # αᵀGα, as in the loop.
-  rounding = ROUNDING * eps * (jnp.abs(dots) + jnp.abs(gram) @ weights
-                               + jnp.abs(linear))
-  balanced = jnp.abs(jnp.sum(weights * dots) - dots) <= tol * value + rounding
+  improvement, slack = _improvements(
+      weights, dots, linear, jnp.abs(gram) @ weights + jnp.abs(linear), tol)
+  balanced = jnp.abs(improvement) <= slack
   return (jnp.all(jnp.isfinite(weights))
           & jnp.all(jnp.where(active, (weights > 0) & balanced, True)))
 
@@ -385,10 +397,9 @@ def _wolfe(gram, active, max_iters, tol, linear=None,
     new_weights = jnp.where(worse, weights, new_weights)
     dots = jnp.where(worse, loop.dots, new_dots)
     members = jnp.where(major, members, members & (moved > 0))
-    value = jnp.sum(new_weights * (dots - linear))  # αᵀGα = ‖d‖².
-    improvement = jnp.sum(new_weights * dots) - dots
-    rounding = ROUNDING * eps * (jnp.abs(dots) + magnitudes)
-    candidates = active & ~members & (improvement > tol * value + rounding)
+    improvement, slack = _improvements(new_weights, dots, linear, magnitudes,
+                                       tol)
+    candidates = active & ~members & (improvement > slack)
     optimal = major & ~jnp.any(candidates)
     entering = jnp.argmin(jnp.where(candidates, dots, jnp.inf))
     done = worse | optimal
