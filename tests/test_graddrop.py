@@ -67,7 +67,7 @@ def test_matches_float64_reference_over_several_steps(leak):
     updates, state = update(tree, state)
     np.testing.assert_allclose(updates['b'], expected[0], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(updates['w'], expected[1], rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(state.weights, expected_weights, rtol=1e-5)
+    np.testing.assert_allclose(state.kept_share, expected_weights, rtol=1e-5)
     np.testing.assert_array_equal(state.key, next_key)  # Split every step.
 
 
@@ -83,7 +83,7 @@ def test_pure_signs_are_kept_and_zero_coordinates_stay_zero():
   np.testing.assert_allclose(flat[:2], [6.0, -3.5])
   np.testing.assert_array_equal(flat[2:], 0.0)
   np.testing.assert_array_equal(updates['b'], 0.0)
-  np.testing.assert_allclose(state.weights, [1.0, 1.0, 1.0])
+  np.testing.assert_allclose(state.kept_share, [1.0, 1.0, 1.0])
 
 
 def test_each_coordinate_keeps_one_sign():
@@ -107,7 +107,7 @@ def test_full_leak_is_the_plain_sum():
   tx, update = _transform(leak=1.0)
   updates, state = update(_tree(matrix), tx.init(_params()))
   np.testing.assert_allclose(updates['b'], matrix[:, 6:].sum(0), rtol=1e-6)
-  np.testing.assert_allclose(state.weights, [1.0, 1.0, 1.0])
+  np.testing.assert_allclose(state.kept_share, [1.0, 1.0, 1.0])
 
 
 def test_task_specific_leaves_get_their_own_task_gradient():
@@ -131,7 +131,7 @@ def test_non_finite_input_poisons_update_and_keeps_state():
   updates, new_state = update(_tree(matrix), state)
   assert np.all(np.isnan(updates['w'])) and np.all(np.isnan(updates['b']))
   np.testing.assert_array_equal(new_state.key, state.key)
-  np.testing.assert_array_equal(new_state.weights, state.weights)
+  np.testing.assert_array_equal(new_state.kept_share, state.kept_share)
 
 
 def test_wrong_task_axis_and_arguments_are_rejected():
@@ -155,7 +155,7 @@ def test_large_leaf_through_column_blocks_matches_reference():
   draws, _ = _draws(state.key, [leaves[0].shape[1:]])
   expected, expected_weights = reference(leaves, draws, 0.2)
   np.testing.assert_allclose(updates, expected[0], rtol=1e-5, atol=1e-4)
-  np.testing.assert_allclose(new_state.weights, expected_weights, rtol=1e-5)
+  np.testing.assert_allclose(new_state.kept_share, expected_weights, rtol=1e-5)
 
 
 @pytest.mark.parametrize('bad', [np.nan, np.inf])
@@ -188,8 +188,8 @@ def test_shares_survive_squares_out_of_float32_range(magnitude, columns):
   plain, plain_state = update(jnp.asarray(grads, jnp.float32), state)
   scaled, scaled_state = update(jnp.asarray(grads * magnitude, jnp.float32),
                                 state)
-  np.testing.assert_allclose(plain_state.weights[2], 1.0)
-  np.testing.assert_allclose(scaled_state.weights, plain_state.weights,
+  np.testing.assert_allclose(plain_state.kept_share[2], 1.0)
+  np.testing.assert_allclose(scaled_state.kept_share, plain_state.kept_share,
                              rtol=1e-5)
   np.testing.assert_allclose(np.asarray(scaled, np.float64) / magnitude,
                              plain, rtol=1e-5, atol=1e-5)

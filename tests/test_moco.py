@@ -42,7 +42,7 @@ def test_two_steps_by_hand():
   stepped = [0.51875 - gamma2 * y1 ** 2 * 0.51875, 0.48125 - gamma2 * 0.48125]
   shift = (1 - sum(stepped)) / 2
   weights = [stepped[0] + shift, stepped[1] + shift]
-  np.testing.assert_allclose(state.weights, weights, rtol=1e-6)
+  np.testing.assert_allclose(state.tracked_weights, weights, rtol=1e-6)
   np.testing.assert_allclose(updates[1], [y1 * weights[0], weights[1]],
                              rtol=1e-6)
   # Numerically: λ ≈ [0.516295, 0.483705], d ≈ [0.531954, 0.483705].
@@ -56,7 +56,7 @@ def test_softmax_weight_update_by_hand():
   updates, state = _run(mtl.moco(2, weight_update='softmax'),
                         [(GRADS, [1.0, 2.0])])
   first = 1 / (1 + math.exp(0.45 - 0.4875))
-  np.testing.assert_allclose(state.weights, [first, 1 - first], rtol=1e-6)
+  np.testing.assert_allclose(state.tracked_weights, [first, 1 - first], rtol=1e-6)
   np.testing.assert_allclose(updates[0], [0.5 * first, 1 - first], rtol=1e-6)
 
 
@@ -65,7 +65,7 @@ def test_ridge_enters_the_weight_step():
   # the projection adds 0.08125 to each: [0.51875, 0.48125] (the ridge
   # shifts both weights equally when they are equal).
   _, state = _run(mtl.moco(2, rho=1.0), [(GRADS, [1.0, 2.0])])
-  np.testing.assert_allclose(state.weights, [0.51875, 0.48125], rtol=1e-6)
+  np.testing.assert_allclose(state.tracked_weights, [0.51875, 0.48125], rtol=1e-6)
 
 
 @pytest.mark.parametrize('factor', [1e-20, 1e-3, 1e20])
@@ -83,7 +83,7 @@ def test_update_ignores_the_gradient_scale(factor):
     out_scaled, scaled = step(jnp.asarray(grads * factor, jnp.float32),
                               scaled, losses)
   np.testing.assert_allclose(out_scaled, out, rtol=1e-5, atol=1e-7)
-  np.testing.assert_allclose(scaled.weights, reference.weights, rtol=1e-5)
+  np.testing.assert_allclose(scaled.tracked_weights, reference.tracked_weights, rtol=1e-5)
 
 
 def test_zero_gradient_task_is_tracked_as_zero():
@@ -91,7 +91,7 @@ def test_zero_gradient_task_is_tracked_as_zero():
                                  [1.0, 2.0])])
   np.testing.assert_allclose(state.tracked[0], [[0.5, 0.0], [0.0, 0.0]])
   # λ − 0.1 diag(0.25, 0) λ = [0.4875, 0.5], projected: [0.49375, 0.50625].
-  np.testing.assert_allclose(state.weights, [0.49375, 0.50625], rtol=1e-6)
+  np.testing.assert_allclose(state.tracked_weights, [0.49375, 0.50625], rtol=1e-6)
 
 
 def test_state_is_task_by_parameter_and_task_specific_leaves_pass():

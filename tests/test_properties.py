@@ -111,9 +111,8 @@ def _run(method, matrix, losses=None, state=None):
 
 
 def _weights(state):
-  """The last weights: a balancer's or GradDrop's own, or a chain's last."""
-  return state.weights if hasattr(state, 'weights') else mtl.last_weights(
-      state)
+  """The last ``[T]`` weights, which every method reports (``last_weights``)."""
+  return mtl.last_weights(state)
 
 
 def _finite_tree(tree):

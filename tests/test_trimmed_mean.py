@@ -25,7 +25,7 @@ def test_torchjd_values_and_kept_shares():
   # col 3: -1 (t3) | 0 (t0), 1 (t2), 2 (t1) | 2 (t4)   -> 3/3 = 1
   # (equal values rank by task index). Kept: t0 3, t1 3, t2 2, t3 2, t4 2
   # of 4 columns, over T − 2k = 3: weights = kept / 12.
-  np.testing.assert_allclose(state.weights, [3 / 12, 3 / 12, 2 / 12, 2 / 12,
+  np.testing.assert_allclose(state.kept_share, [3 / 12, 3 / 12, 2 / 12, 2 / 12,
                                              2 / 12], rtol=1e-6)
 
 
@@ -38,7 +38,7 @@ def test_no_trimming_is_the_mean_and_heads_keep_their_gradient():
                              rtol=1e-6)
   # A head's own-task gradient: the sum over the task axis, [20, 25].
   np.testing.assert_array_equal(updates['head'], [20.0, 25.0])
-  np.testing.assert_allclose(state.weights, [0.2] * 5, rtol=1e-6)
+  np.testing.assert_allclose(state.kept_share, [0.2] * 5, rtol=1e-6)
 
 
 def test_a_non_finite_gradient_skips_the_step():
@@ -46,7 +46,7 @@ def test_a_non_finite_gradient_skips_the_step():
   state = tx.init(None)
   updates, new_state = tx.update(J5.at[0, 0].set(jnp.inf), state)
   assert not np.all(np.isfinite(updates))
-  np.testing.assert_array_equal(new_state.weights, state.weights)
+  np.testing.assert_array_equal(new_state.kept_share, state.kept_share)
 
 
 @pytest.mark.parametrize('num_tasks, trim_number, match', [

@@ -22,6 +22,7 @@ import jax.numpy as jnp
 from jax import lax
 import optax
 
+from mtl_optax._src import balancer as balancer_lib
 from mtl_optax._src import base
 from mtl_optax._src import column_blocks
 from mtl_optax._src import gramian as gramian_lib
@@ -132,22 +133,17 @@ def cross_gramian(task_grads_1: Any,
   return lax.cond(in_range, lambda _: (cross, one), rescaled, None)
 
 
-def _other_batch(name: str, num_tasks: int, flags: list[bool],
-                 task_grads: Any, other: Any, keyword: str) -> list:
+def _check_other_batch(name: str, task_grads: list, other: list | None,
+                       keyword: str) -> list:
   """The shared leaves of an extra batch (``task_grads``' own if None)."""
   if other is None:
-    return base.split_leaves(flags, task_grads)[0]
-  base.check_task_grads(name, num_tasks, other)
-  if jax.tree.structure(other) != jax.tree.structure(task_grads):
-    raise ValueError(f'{name}: {keyword} must have the structure of '
-                     f'task_grads, got {jax.tree.structure(other)}.')
-  for leaf, other_leaf in zip(jax.tree.leaves(task_grads),
-                              jax.tree.leaves(other)):
+    return task_grads
+  for leaf, other_leaf in zip(task_grads, other):
     if jnp.shape(leaf) != jnp.shape(other_leaf):
       raise ValueError(f'{name}: a {keyword} leaf has shape '
                        f'{jnp.shape(other_leaf)}, but task_grads has '
                        f'{jnp.shape(leaf)} there.')
-  return base.split_leaves(flags, other)[0]
+  return other
 
 
 def cross_balancer(
@@ -179,79 +175,33 @@ def cross_balancer(
   Returns:
     An ``optax.GradientTransformationExtraArgs``.
   """
-  base.check_num_tasks(num_tasks)
   name = weighting.name
-  jax.eval_shape(lambda: weighting.init(num_tasks))  # Checks T early.
 
-  def init(shared_params):
-    del shared_params
-    return base.BalancerState(weights=jnp.zeros([num_tasks], jnp.float32),
-                              weighting_state=weighting.init(num_tasks))
+  def stats_of(shared, losses, task_grads_2=None, task_grads_3=None):
+    for keyword, other in (('task_grads_2', task_grads_2),
+                           ('task_grads_3', task_grads_3)):
+      if other is not None:
+        base.check_task_grads(name, num_tasks, other)
+    shared_2 = _check_other_batch(name, shared, task_grads_2, 'task_grads_2')
+    shared_3 = _check_other_batch(name, shared, task_grads_3, 'task_grads_3')
+    cross, scale = cross_gramian(shared_2, shared_3)
+    # A Gramian is finite exactly when its inputs are; the update's own
+    # batch needs a check of its own when it is not in the product.
+    covered = task_grads_2 is None or task_grads_3 is None
+    finite = numerics.all_finite(cross, scale, *(() if covered else shared))
+    return (base.TaskStats(None, scale, losses, num_tasks, cross_gram=cross),
+            finite)
 
-  def make_step(shared_2, shared_3, cross_covers_update):
-
-    def step(shared, specific, losses, state, inputs_finite):
-      base.check_shared(name, shared)
-      cross, scale = cross_gramian(shared_2, shared_3)
-      # A Gramian is finite exactly when its inputs are; the update's own
-      # batch needs a check of its own when it is not in the product.
-      checked = () if cross_covers_update else shared
-      finite = inputs_finite & numerics.all_finite(cross, scale, *checked)
-      weights, weighting_state = weighting.weigh(
-          base.TaskStats(None, scale, losses, num_tasks, cross_gram=cross),
-          state.weighting_state)
-      weights = jnp.where(finite, weights, jnp.nan)
-      shared_updates = gramian_lib.weighted_sum(weights, shared)
-      specific_updates = base.own_task_updates(specific)
-      return base.StepResult(shared_updates, specific_updates,
-                             base.BalancerState(weights, weighting_state),
-                             finite)
-
-    return step
-
-  def update_fn(task_grads, state, params=None, *, task_losses=None,
-                task_grads_2=None, task_grads_3=None, **extra_args):
-    del extra_args
-    base.check_task_grads(name, num_tasks, task_grads)
-    flags = base.task_specific_flags(task_specific, task_grads)
-    shared_2 = _other_batch(name, num_tasks, flags, task_grads, task_grads_2,
-                            'task_grads_2')
-    shared_3 = _other_batch(name, num_tasks, flags, task_grads, task_grads_3,
-                            'task_grads_3')
-    transformation = base.task_transformation(
-        num_tasks, name, init,
-        make_step(shared_2, shared_3,
-                  task_grads_2 is None or task_grads_3 is None),
-        needs_losses=weighting.reads_losses, task_specific=task_specific)
-    return transformation.update(task_grads, state, params,
-                                 task_losses=task_losses)
-
-  return optax.GradientTransformationExtraArgs(lambda params: init(None),
-                                               update_fn)
+  return base.weighted_balancer(
+      num_tasks, weighting, stats_of, task_specific=task_specific,
+      extra_inputs=('task_grads_2', 'task_grads_3'))
 
 
 def cross_balancer_factory(make_weighting):
   """``factory(num_tasks, *args, task_specific=None, **kwargs)``, as
-  :func:`balancer_factory` but building a :func:`cross_balancer`."""
-  factory = base.balancer_factory(make_weighting)
-  name = make_weighting.__name__
-
-  def cross_factory(num_tasks, *args, task_specific=None, **kwargs):
-    return cross_balancer(num_tasks, make_weighting(*args, **kwargs),
-                          task_specific=task_specific)
-
-  cross_factory.__signature__ = factory.__signature__
-  cross_factory.__name__ = cross_factory.__qualname__ = name
-  cross_factory.__module__ = 'mtl_optax'
-  cross_factory.__doc__ = (
-      f'The {name} balancer: ``cross_balancer(num_tasks, '
-      f'weightings.{name}(...), task_specific=task_specific)``.\n\n'
-      f'``update(task_grads, state, params, *, task_losses=None, '
-      f'task_grads_2=None,\ntask_grads_3=None)``: the weights come from '
-      f'``J₂ J₃ᵀ`` of the two extra\nbatches (each defaults to '
-      f'``task_grads``), the update from ``task_grads``.\n'
-      f'``num_tasks`` is T; the other arguments are those of\n'
-      f':func:`mtl_optax.weightings.{name}`, which states the method, its '
-      f'equations\nand its reference; ``task_specific`` is that of '
-      f':func:`mtl_optax.balancer`.\n')
-  return cross_factory
+  :func:`balancer_factory` but building a :func:`cross_balancer`: ``update``
+  also takes ``task_grads_2`` and ``task_grads_3``, the weights come from
+  ``J₂ J₃ᵀ`` of the two extra batches (each defaults to ``task_grads``), the
+  update from ``task_grads``."""
+  return balancer_lib.factory_of(make_weighting, cross_balancer,
+                                 'cross_balancer')

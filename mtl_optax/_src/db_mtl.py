@@ -110,10 +110,9 @@ def db_mtl(
         ema_state.task_grads_ema,
         log_scaling_lib.scale_task_grads(shared, scales), decay, finite)
     gram, scale = gramian_lib.gramian(averages)
-    weights, _ = weighting.weigh(  # Step 9, eq. 2.
-        base.TaskStats(gram, scale, losses, num_tasks),
-        balancer_state.weighting_state)
-    weights = jnp.where(finite, weights, jnp.nan)
+    weights = base.weigh_and_guard(  # Step 9, eq. 2.
+        weighting, base.TaskStats(gram, scale, losses, num_tasks),
+        balancer_state.weighting_state, finite).weights
     new_state = (
         scaling_state,
         gradient_ema_lib.GradientEmaState(

@@ -243,13 +243,10 @@ def value_and_balanced_grad(
     else:
       gram = scale = None
     stats = base.TaskStats(gram, scale, losses, num_tasks)
-    weights, new_state = weighting.weigh(stats, weighting_state)
-    specific_weights = base.own_task_weights(weighting, stats,
-                                             weighting_state)
     finite = numerics.all_finite(losses, gram, scale)
-    weights = jnp.where(finite, weights, jnp.nan)
-    shared, specific = linear.combine(
-        *jax.lax.stop_gradient((weights, specific_weights)))
+    weighed = base.weigh_and_guard(weighting, stats, weighting_state, finite)
+    shared, specific = linear.combine(*jax.lax.stop_gradient(
+        (weighed.weights, weighed.specific_weights)))
     finite = finite & numerics.all_finite(*specific)
     if not weighting.reads_gram:  # The shared leaves were never checked.
       finite = finite & numerics.all_finite(*shared)
@@ -257,8 +254,8 @@ def value_and_balanced_grad(
     # even where a zero derivative would hide the NaN weights.
     shared = [jnp.where(finite, leaf, jnp.nan) for leaf in shared]
     specific = [jnp.where(finite, leaf, jnp.nan) for leaf in specific]
-    new_state = numerics.where_finite(
-        finite, base.cast_like(new_state, weighting_state), weighting_state)
+    new_state = base.keep_if_not_finite(finite, weighed.state,
+                                        weighting_state)
     grads = base.merge_leaves(flags, jax.tree.structure(params), shared,
                               specific)
     value = (linear.losses, linear.aux) if has_aux else linear.losses

@@ -5,7 +5,7 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 
-from mtl_optax._src import base
+from mtl_optax._src import validation
 
 
 def map_over_tasks(fn: Callable[[jax.Array], Any], num_tasks: int, dtype,
@@ -68,7 +68,7 @@ def value_and_task_grads(
            [3., 3.]], dtype=float32)
   """
   if chunk_size is not None:
-    base.check_positive_int('chunk_size', chunk_size)
+    validation.check_positive_int('chunk_size', chunk_size)
 
   def wrapped(params, *args):
     outputs = jax.vjp(lambda p: fn(p, *args), params, has_aux=has_aux)

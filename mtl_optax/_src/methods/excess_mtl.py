@@ -25,6 +25,10 @@ class ExcessMTLState(NamedTuple):
   # risks
   count: jax.Array  # shape=(), dtype=int32; finite updates so far, saturating
 
+  def task_weights(self) -> jax.Array:
+    """``[T]`` weights of the last finite update ``Σ_t w_t g_t``."""
+    return self.weights
+
 
 def _accumulate(root, grads, finite):
   """``(new root, per-task Σ_p g² / sqrt(S))`` for one shared leaf.
@@ -108,8 +112,8 @@ def excess_mtl(
     >>> tx = mtl.excess_mtl(2, robust_step_size=1.0, warmup_steps=0)
     >>> grads = jnp.array([[-4.0, 1.0, 1.0], [6.0, 1.0, 1.0]])
     >>> updates, state = tx.update(grads, tx.init(jnp.zeros(3)))
-    >>> state.weights  # softmax([6, 8]): E_t = Σ_p |g_tp| on the first step
-    Array([0.11920291, 0.880797  ], dtype=float32)
+    >>> state.weights.round(4)  # softmax([6, 8]): E_t = Σ_p |g_tp| at step 1
+    Array([0.1192, 0.8808], dtype=float32)
     >>> updates.round(4)
     Array([4.808, 1.   , 1.   ], dtype=float32)
   """

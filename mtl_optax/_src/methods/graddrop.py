@@ -2,6 +2,8 @@
 
 from typing import Any, Callable, NamedTuple
 
+import warnings
+
 import jax
 import jax.numpy as jnp
 from jax import lax
@@ -15,8 +17,26 @@ from mtl_optax._src import numerics
 
 
 class GradDropState(NamedTuple):
-  weights: jax.Array  # shape=[T], dtype=float32; share of ‖g_t‖² kept
+  """State of :func:`graddrop`.
+
+  The update keeps each coordinate of some tasks' gradients and drops the
+  others, so it is not ``Σ_t w_t g_t``; ``kept_share[t]`` (what
+  :func:`mtl_optax.last_weights` reports) is the share of ``‖g_t‖²`` that
+  the last finite update kept.
+  """
+  kept_share: jax.Array  # shape=[T], dtype=float32; share of ‖g_t‖² kept
   key: jax.Array  # shape=[2], dtype=uint32; a raw PRNG key, split every step
+
+  def task_weights(self) -> jax.Array:
+    return self.kept_share
+
+  @property
+  def weights(self) -> jax.Array:
+    """Deprecated name of ``kept_share`` (removed in 0.3)."""
+    warnings.warn('GradDropState.weights is deprecated and will be removed in 0.3; '
+                  'use GradDropState.kept_share (the update is not Σ_t w_t g_t).',
+                  DeprecationWarning, stacklevel=2)
+    return self.kept_share
 
 
 # Below this sum of squares (or above float32's range) a task's squares are
@@ -205,7 +225,7 @@ def graddrop(
 
   def init(shared_params):
     del shared_params
-    return GradDropState(weights=jnp.zeros([num_tasks], jnp.float32),
+    return GradDropState(kept_share=jnp.zeros([num_tasks], jnp.float32),
                          key=numerics.as_raw_key(key))
 
   def step(shared, specific, losses, state, inputs_finite):
@@ -240,7 +260,7 @@ def graddrop(
     specific_updates = base.own_task_updates(specific)
     return base.StepResult(
         shared=shared_updates, specific=specific_updates,
-        state=GradDropState(weights=weights.astype(jnp.float32),
+        state=GradDropState(kept_share=weights.astype(jnp.float32),
                             key=next_key),
         finite=finite)
 

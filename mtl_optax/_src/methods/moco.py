@@ -2,6 +2,8 @@
 
 from typing import NamedTuple
 
+import warnings
+
 import jax
 import jax.numpy as jnp
 import optax
@@ -15,12 +17,24 @@ WEIGHT_UPDATES = ('projection', 'softmax')
 
 class MoCoState(NamedTuple):
   """State of :func:`moco`: T x P floats for P shared parameters."""
-  weights: jax.Array  # shape=[T], dtype=float32; λ, on the simplex, 1/T at
-  # first
+  tracked_weights: jax.Array  # shape=[T], dtype=float32; λ, on the simplex,
+  # 1/T at first: the update is Σ_t λ_t y_t over the tracked gradients y_t,
+  # not the raw ones (what mtl_optax.last_weights reports)
   tracked: tuple  # one [T, *leaf.shape] array per shared leaf, in the
   # leaf's dtype promoted to float32: y_t, the tracked task gradients
   count: jax.Array  # shape=(), dtype=int32; finite updates so far (k − 1),
   # saturating
+
+  def task_weights(self) -> jax.Array:
+    return self.tracked_weights
+
+  @property
+  def weights(self) -> jax.Array:
+    """Deprecated name of ``tracked_weights`` (removed in 0.3)."""
+    warnings.warn('MoCoState.weights is deprecated and will be removed in 0.3; '
+                  'use MoCoState.tracked_weights (the update is not Σ_t w_t g_t).',
+                  DeprecationWarning, stacklevel=2)
+    return self.tracked_weights
 
 
 def moco(
@@ -83,7 +97,7 @@ def moco(
 
   Returns:
     An ``optax.GradientTransformationExtraArgs`` with state
-    :class:`MoCoState`; it needs the losses. ``state.weights`` is ``λ``.
+    :class:`MoCoState`; it needs the losses. ``state.tracked_weights`` is ``λ``.
 
   Example:
     >>> import jax.numpy as jnp
@@ -92,7 +106,7 @@ def moco(
     >>> grads = jnp.array([[3.0, 0.0], [0.0, 2.0]])
     >>> updates, state = tx.update(grads, tx.init(jnp.zeros(2)),
     ...                            task_losses=jnp.array([1.0, 2.0]))
-    >>> state.weights  # Π_Δ([0.5, 0.5] − 0.1 diag(0.25, 1) [0.5, 0.5])
+    >>> state.tracked_weights  # Π_Δ([0.5, 0.5] − 0.1 diag(0.25, 1) [0.5, 0.5])
     Array([0.51875, 0.48125], dtype=float32)
     >>> updates  # y = 0.5 h = [[0.5, 0], [0, 1]]
     Array([0.259375, 0.48125 ], dtype=float32)
@@ -109,7 +123,7 @@ def moco(
   def init(shared_params):
     tracked = base.stacked_zeros(num_tasks, shared_params, jnp.float32)
     return MoCoState(
-        weights=jnp.full([num_tasks], 1.0 / num_tasks, jnp.float32),
+        tracked_weights=jnp.full([num_tasks], 1.0 / num_tasks, jnp.float32),
         tracked=tracked, count=jnp.zeros([], jnp.int32))
 
   def step(shared, specific, losses, state, inputs_finite):
@@ -139,8 +153,9 @@ def moco(
     tracked = tuple(track(y, g) for y, g in zip(state.tracked,
                                                  shared_constant))
     tracked_gram, tracked_scale = gramian_lib.gramian(list(tracked))
-    products = tracked_scale ** 2 * (tracked_gram @ state.weights)  # Y Yᵀλ.
-    stepped = state.weights - gamma_k * (products + rho * state.weights)
+    products = tracked_scale ** 2 * (tracked_gram @ state.tracked_weights)  # Y Yᵀλ.
+    stepped = state.tracked_weights - gamma_k * (
+        products + rho * state.tracked_weights)
     if weight_update == 'projection':
       weights = numerics.project_to_simplex(stepped)
     else:
@@ -151,7 +166,7 @@ def moco(
         update.astype(grads.dtype) for update, grads in zip(
             gramian_lib.weighted_sum(used, list(tracked)), shared)]
     specific_updates = base.own_task_updates(specific)
-    new_state = MoCoState(weights=weights.astype(jnp.float32),
+    new_state = MoCoState(tracked_weights=weights.astype(jnp.float32),
                           tracked=tracked,
                           count=optax.safe_increment(state.count))
     return base.StepResult(shared_updates, specific_updates, new_state,

@@ -3,6 +3,8 @@
 import math
 from typing import NamedTuple
 
+import warnings
+
 import jax
 import jax.numpy as jnp
 import optax
@@ -12,7 +14,25 @@ from mtl_optax._src import numerics
 
 
 class TrimmedMeanState(NamedTuple):
-  weights: jax.Array  # shape=[T], dtype=float32; share of g_t in the update
+  """State of :func:`trimmed_mean`.
+
+  Each coordinate drops its own extreme tasks, so the update is not
+  ``Σ_t w_t g_t``; ``kept_share[t]`` (what :func:`mtl_optax.last_weights`
+  reports) is the share of task ``t``'s coordinates that the last finite
+  update kept, divided by the number of tasks averaged.
+  """
+  kept_share: jax.Array  # shape=[T], dtype=float32; share of g_t in the update
+
+  def task_weights(self) -> jax.Array:
+    return self.kept_share
+
+  @property
+  def weights(self) -> jax.Array:
+    """Deprecated name of ``kept_share`` (removed in 0.3)."""
+    warnings.warn('TrimmedMeanState.weights is deprecated and will be removed in 0.3; '
+                  'use TrimmedMeanState.kept_share (the update is not Σ_t w_t g_t).',
+                  DeprecationWarning, stacklevel=2)
+    return self.kept_share
 
 
 def _unsharded_task_axis(values: jax.Array) -> jax.Array:
@@ -68,7 +88,7 @@ def trimmed_mean(
   It acts per coordinate, so it is no weighting of the Gramian: it is its
   own transformation on the shared skeleton (task axis check,
   task-specific leaves get their own task's gradient, a non-finite input
-  gives a non-finite update and keeps the state). The state's ``weights[t]``
+  gives a non-finite update and keeps the state). The state's ``kept_share[t]``
   is task ``t``'s average coefficient in the update: the share of the
   shared coordinates where its value was kept, divided by ``T − 2k`` (so
   ``1/T`` each for ``k = 0``; they sum to 1). It is a diagnostic; the update
@@ -105,7 +125,7 @@ def trimmed_mean(
 
   def init(shared_params):
     del shared_params
-    return TrimmedMeanState(weights=jnp.zeros([num_tasks], jnp.float32))
+    return TrimmedMeanState(kept_share=jnp.zeros([num_tasks], jnp.float32))
 
   def step(shared, specific, losses, state, inputs_finite):
     del losses, state
@@ -120,7 +140,7 @@ def trimmed_mean(
     updates = [(update * poison).astype(update.dtype) for update in updates]
     specific_updates = base.own_task_updates(specific)
     return base.StepResult(updates, specific_updates,
-                           TrimmedMeanState(weights=weights), finite)
+                           TrimmedMeanState(kept_share=weights), finite)
 
   transformation = base.task_transformation(
       num_tasks, name, init, step, task_specific=task_specific)
