@@ -26,7 +26,7 @@ def test_first_step_matches_torchjd():
   # TorchJD 0.18, ExcessMTL() (robust_step_size=1, n_warmup_steps=0) on J2:
   # the first step uses the raw excess risks E = Σ_p g²/|g| = [6, 8], so
   # w = softmax([6, 8]) and the update is w · J2.
-  tx = mtl.excess_mtl(2, robust_step_size=1.0, warmup_steps=0)
+  tx = mtl.excess_mtl(2, learning_rate=1.0, warmup_steps=0)
   (update,), state = _run(tx, [J2])
   np.testing.assert_allclose(update, [4.808, 1.0, 1.0], atol=1e-4)
   np.testing.assert_allclose(state.weights,
@@ -53,7 +53,7 @@ def test_three_steps_by_hand_with_warmup():
   eta = 0.5
   g1 = [[3.0, 4.0], [1.0, 0.0]]
   g2 = [[0.0, 4.0], [2.0, 0.0]]
-  tx = mtl.excess_mtl(2, robust_step_size=eta, warmup_steps=1)
+  tx = mtl.excess_mtl(2, learning_rate=eta, warmup_steps=1)
   updates, state = _run(tx, [g1, g2, g2])
   np.testing.assert_allclose(updates[0], [2.0, 2.0], rtol=1e-6)
   ratio2 = [2 * math.sqrt(2) / 7, 4 / math.sqrt(5)]
@@ -71,7 +71,7 @@ def test_baseline_is_the_warmup_mean():
   # warmup_steps = 2 on G1 twice: E₁ = Σ|g| = [7, 1], E₂ = Σ|g|/√2; the
   # weights stay uniform for two steps, then the baseline is their mean.
   g1 = [[3.0, 4.0], [1.0, 0.0]]
-  tx = mtl.excess_mtl(2, robust_step_size=1.0, warmup_steps=2)
+  tx = mtl.excess_mtl(2, learning_rate=1.0, warmup_steps=2)
   updates, state = _run(tx, [g1, g1, g1])
   np.testing.assert_allclose(updates[0], [2.0, 2.0], rtol=1e-6)
   np.testing.assert_allclose(updates[1], [2.0, 2.0], rtol=1e-6)
@@ -87,7 +87,7 @@ def test_a_task_with_zero_baseline_takes_its_next_excess_as_baseline():
   # it takes no step (ratio 0) and its excess 4²/4 = 4 becomes its baseline.
   g1 = [[3.0, 4.0], [0.0, 0.0]]
   g2 = [[3.0, 4.0], [0.0, 4.0]]
-  tx = mtl.excess_mtl(2, robust_step_size=1.0, warmup_steps=1)
+  tx = mtl.excess_mtl(2, learning_rate=1.0, warmup_steps=1)
   _, state = _run(tx, [g1, g2])
   np.testing.assert_allclose(state.baseline, [7.0, 4.0])
   # Step 2: r₁ = (Σ g²/ (√2|g|)) / 7 = 1/√2, r₂ = 0.
@@ -100,7 +100,7 @@ def test_a_task_with_zero_baseline_takes_its_next_excess_as_baseline():
 def test_weights_are_invariant_to_the_gradient_scale(factor):
   rng = np.random.default_rng(0)
   grads = [rng.normal(size=(3, 5)).astype(np.float32) for _ in range(3)]
-  tx = mtl.excess_mtl(3, robust_step_size=0.5, warmup_steps=1)
+  tx = mtl.excess_mtl(3, learning_rate=0.5, warmup_steps=1)
   reference, state = _run(tx, grads)
   scaled, scaled_state = _run(tx, [g * factor for g in grads])
   np.testing.assert_allclose(scaled_state.weights, state.weights, rtol=1e-5)
@@ -120,8 +120,8 @@ def test_state_is_task_by_parameter_and_task_specific_leaves_pass():
 
 
 @pytest.mark.parametrize('kwargs, match', [
-    ({'robust_step_size': 0.0}, 'robust_step_size'),
-    ({'robust_step_size': -1.0}, 'robust_step_size'),
+    ({'learning_rate': 0.0}, 'learning_rate'),
+    ({'learning_rate': -1.0}, 'learning_rate'),
     ({'warmup_steps': -1}, 'warmup_steps'),
     ({'warmup_steps': 1.5}, 'warmup_steps'),
     ({'warmup_steps': True}, 'warmup_steps'),

@@ -112,11 +112,11 @@ def test_needs_the_losses():
 
 
 @pytest.mark.parametrize('kwargs, match', [
-    ({'beta': 0.0}, 'beta'),
-    ({'beta': 1.5}, 'beta'),
-    ({'beta_sigma': -0.1}, 'beta_sigma'),
-    ({'gamma': -0.1}, 'gamma'),
-    ({'gamma_sigma': -1.0}, 'gamma_sigma'),
+    ({'tracking_rate': 0.0}, 'tracking_rate'),
+    ({'tracking_rate': 1.5}, 'tracking_rate'),
+    ({'tracking_rate_sigma': -0.1}, 'tracking_rate_sigma'),
+    ({'learning_rate': -0.1}, 'learning_rate'),
+    ({'learning_rate_sigma': -1.0}, 'learning_rate_sigma'),
     ({'rho': -1.0}, 'rho'),
     ({'weight_update': 'frank_wolfe'}, 'weight_update'),
 ])

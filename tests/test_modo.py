@@ -22,7 +22,7 @@ def test_two_steps_from_independent_batches():
   #   test u_k − (Σ − 1)/k > 0 holds for k = 1 (1), 2 (.33333), not 3 (0):
   #   θ = −1.46667/2 = −.73333, λ = [.33333, .66667, 0].
   #   d = .33333 [1, 0] + .66667 [0, 1] = [.33333, .66667].
-  tx = mtl.modo(3, gamma=1.0, rho=0.2)
+  tx = mtl.modo(3, learning_rate=1.0, rho=0.2)
   step = jax.jit(lambda g, s: tx.update(g, s, task_grads_2=BATCH_2,
                                         task_grads_3=BATCH_3))
   updates, state = step(UPDATE_BATCH, tx.init(None))
@@ -46,7 +46,7 @@ def test_weights_use_the_true_scale_of_the_cross_product():
   # Aλ/4 = [1/6, 1/12, 1/4], + ρλ = [.23333, .15, .31667],
   # λ − γ(·) = [.1, .18333, .01667], all in the support (sum .3):
   # θ = (.3 − 1)/3 = −.23333, λ = [1/3, 5/12, 1/4].
-  tx = mtl.modo(3, gamma=1.0, rho=0.2)
+  tx = mtl.modo(3, learning_rate=1.0, rho=0.2)
   _, state = tx.update(UPDATE_BATCH, tx.init(None),
                        task_grads_2=BATCH_2 * 0.5, task_grads_3=BATCH_3 * 0.5)
   np.testing.assert_allclose(state.weights, [1 / 3, 5 / 12, 1 / 4],
@@ -63,8 +63,8 @@ def test_weights_use_the_true_scale_of_the_cross_product():
 
 
 @pytest.mark.parametrize('kwargs, name', [
-    ({'gamma': 0.0}, 'gamma'),
-    ({'gamma': float('nan')}, 'gamma'),
+    ({'learning_rate': 0.0}, 'learning_rate'),
+    ({'learning_rate': float('nan')}, 'learning_rate'),
     ({'rho': -1.0}, 'rho'),
 ])
 def test_invalid_hyperparameters_are_rejected(kwargs, name):

@@ -27,7 +27,7 @@ from mtl_optax._src.contract import Weighting
 from mtl_optax._src.contract import own_task_weights
 from mtl_optax._src.leaves import TaskSpecific
 
-REMOVAL_VERSION = '0.3'  # of the 0.1 interfaces and the renamed arguments
+REMOVAL_VERSION = validation.REMOVAL_VERSION
 
 
 class Weighed(NamedTuple):

@@ -51,4 +51,5 @@ from mtl_optax._src.validation import check_task_losses
 from mtl_optax._src.validation import check_task_vector
 from mtl_optax._src.validation import loss_vector
 from mtl_optax._src.validation import preference_vector
+from mtl_optax._src.validation import renamed
 from mtl_optax._src.validation import task_vector

@@ -8,6 +8,7 @@ checked at trace time, never inside the compiled step.
 
 import math
 from typing import Any, Callable
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -191,3 +192,24 @@ def check_stacked_state(name: str, verb: str, stacked: tuple,
         f'task_grads has {len(shared)}; init and update must see the same '
         'parameter tree and task_specific mask.')
 
+
+
+# --------------------------------------------------------------------------
+# Renamed arguments.
+
+REMOVAL_VERSION = '0.3'  # of the 0.1 interfaces and the renamed arguments
+
+
+def renamed(method: str, old: str, old_value: Any, new: str,
+            new_value: Any) -> Any:
+  """``new_value``, or ``old_value`` when the caller used the old name.
+
+  The old name still works for one minor version and warns
+  (``DeprecationWarning``) with the version that removes it.
+  """
+  if old_value is None:
+    return new_value
+  warnings.warn(f'{method}: the argument {old}= is deprecated and will be '
+                f'removed in {REMOVAL_VERSION}; use {new}= instead.',
+                DeprecationWarning, stacklevel=3)
+  return old_value

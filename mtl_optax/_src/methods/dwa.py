@@ -57,7 +57,7 @@ def dwa(
     period: number of updates whose mean loss makes one ``L_t(k)``, a Python
       int >= 1.
     loss_floor: smallest loss used, > 0.
-    floor: the 0.1 name of ``loss_floor``; if given, it is used instead.
+    floor: deprecated (0.1) name of ``loss_floor``, removed in 0.3.
 
   Returns:
     A loss-level :class:`Weighting` with state :class:`DWAState`; it needs
@@ -76,7 +76,7 @@ def dwa(
   """
   base.check_range('temperature', temperature, 0.0, low_open=True)
   base.check_positive_int('period', period)
-  loss_floor = floor if floor is not None else loss_floor
+  loss_floor = base.renamed('dwa', 'floor', floor, 'loss_floor', loss_floor)
   base.check_range('loss_floor', loss_floor, 0.0, low_open=True)
 
   def init(num_tasks):

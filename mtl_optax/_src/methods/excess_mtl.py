@@ -50,9 +50,10 @@ def _accumulate(root, grads, finite):
 def excess_mtl(
     num_tasks: int,
     *,
-    robust_step_size: float = 1e-2,
+    learning_rate: float = 1e-2,
     warmup_steps: int = 1,
     task_specific: base.TaskSpecific = None,
+    robust_step_size: float | None = None,
 ) -> optax.GradientTransformationExtraArgs:
   r"""Up-weights the tasks whose estimated excess risk is largest.
 
@@ -86,7 +87,7 @@ def excess_mtl(
   is 0 (its gradient was 0 so far) takes no step and its next positive
   excess risk becomes its baseline. The weights sum to 1 (the paper's
   simplex, as TorchJD); LibMTL's sum to T, so its learning rate is T times
-  larger. ``robust_step_size`` ``η = 0.01`` is LibMTL's default.
+  larger. ``learning_rate`` ``η = 0.01`` is LibMTL's default.
   ``S`` has no ``1e-7`` added under the root as in the peers' code: the
   quotient is bounded by ``|g|`` and guarded where ``S = 0``, so the weights
   are exactly invariant to a common scale of the gradients. The logits are
@@ -96,10 +97,12 @@ def excess_mtl(
 
   Args:
     num_tasks: T.
-    robust_step_size: ``η > 0``, the step size of the weight update.
+    learning_rate: ``η > 0``, the step size of the weight update (LibMTL's
+      ``robust_step_size``).
     warmup_steps: the number of updates with uniform weights whose mean
       excess risk is the baseline, a Python int >= 0.
     task_specific: leaves that belong to one task (see :func:`balancer`).
+    robust_step_size: deprecated name of ``learning_rate``, removed in 0.3.
 
   Returns:
     An ``optax.GradientTransformationExtraArgs`` with state
@@ -109,16 +112,19 @@ def excess_mtl(
   Example:
     >>> import jax.numpy as jnp
     >>> import mtl_optax as mtl
-    >>> tx = mtl.excess_mtl(2, robust_step_size=1.0, warmup_steps=0)
+    >>> tx = mtl.excess_mtl(2, learning_rate=1.0, warmup_steps=0)
     >>> grads = jnp.array([[-4.0, 1.0, 1.0], [6.0, 1.0, 1.0]])
     >>> updates, state = tx.update(grads, tx.init(jnp.zeros(3)))
-    >>> state.weights.round(4)  # softmax([6, 8]): E_t = Σ_p |g_tp| at step 1
-    Array([0.1192, 0.8808], dtype=float32)
+    >>> [round(float(w), 4) for w in state.weights]  # softmax([6, 8])
+    [0.1192, 0.8808]
     >>> updates.round(4)
     Array([4.808, 1.   , 1.   ], dtype=float32)
   """
   base.check_num_tasks(num_tasks)
-  base.check_range('robust_step_size', robust_step_size, 0.0, low_open=True)
+  learning_rate = base.renamed('excess_mtl', 'robust_step_size',
+                               robust_step_size, 'learning_rate',
+                               learning_rate)
+  base.check_range('learning_rate', learning_rate, 0.0, low_open=True)
   if (isinstance(warmup_steps, bool) or not isinstance(warmup_steps, int)
       or warmup_steps < 0):
     raise ValueError(
@@ -161,7 +167,7 @@ def excess_mtl(
                       numerics.safe_div(excess, baseline))  # §3.2.
     # Eq. 9 in log space; the largest logit is 0 after the shift.
     logits = jnp.log(state.weights) + jnp.minimum(
-        robust_step_size * ratio, -_LOGIT_FLOOR)
+        learning_rate * ratio, -_LOGIT_FLOOR)
     logits = jnp.maximum(logits - jnp.max(logits), _LOGIT_FLOOR)
     stepped = jax.nn.softmax(logits)
     weights = jnp.where(in_warmup, state.weights, stepped)

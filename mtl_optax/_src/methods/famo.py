@@ -75,7 +75,7 @@ def famo(
       ``(∂z/∂ξ)ᵀ δ`` as the gradient. Default: Adam with coupled weight
       decay, as above.
     loss_floor: smallest loss used, > 0.
-    floor: the 0.1 name of ``loss_floor``; if given, it is used instead.
+    floor: deprecated (0.1) name of ``loss_floor``, removed in 0.3.
 
   Returns:
     A loss-level :class:`Weighting` with state :class:`FAMOState`; it needs
@@ -94,7 +94,7 @@ def famo(
   """
   base.check_range('learning_rate', learning_rate, 0.0, low_open=True)
   base.check_range('weight_decay', weight_decay, 0.0)
-  loss_floor = floor if floor is not None else loss_floor
+  loss_floor = base.renamed('famo', 'floor', floor, 'loss_floor', loss_floor)
   base.check_range('loss_floor', loss_floor, 0.0, low_open=True)
   if optimizer is None:
     optimizer = optax.chain(optax.add_decayed_weights(weight_decay),

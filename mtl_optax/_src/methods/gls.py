@@ -32,7 +32,7 @@ def gls(*, loss_floor: float = 1e-8,
 
   Args:
     loss_floor: smallest loss used, > 0.
-    floor: the 0.1 name of ``loss_floor``; if given, it is used instead.
+    floor: deprecated (0.1) name of ``loss_floor``, removed in 0.3.
 
   Returns:
     A stateless loss-level :class:`Weighting`; it needs the losses.
@@ -46,7 +46,7 @@ def gls(*, loss_floor: float = 1e-8,
     >>> tx.update(grads, tx.init(jnp.zeros(2)), task_losses=losses)[0]
     Array([1.  , 0.25], dtype=float32)
   """
-  loss_floor = floor if floor is not None else loss_floor
+  loss_floor = base.renamed('gls', 'floor', floor, 'loss_floor', loss_floor)
   base.check_range('loss_floor', loss_floor, 0.0, low_open=True)
 
   def weigh(stats, state):

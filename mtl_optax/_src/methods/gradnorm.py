@@ -89,7 +89,7 @@ def gradnorm(
     learning_rate: > 0, used by the default optimizer only.
     optimizer: the inner optax optimizer that moves ``w``.
     loss_floor: smallest loss used, > 0.
-    floor: the 0.1 name of ``loss_floor``; if given, it is used instead.
+    floor: deprecated (0.1) name of ``loss_floor``, removed in 0.3.
 
   Returns:
     A :class:`Weighting` of the Gramian and the losses, with state
@@ -110,7 +110,8 @@ def gradnorm(
   """
   base.check_range('alpha', alpha, 0.0)
   base.check_range('learning_rate', learning_rate, 0.0, low_open=True)
-  loss_floor = floor if floor is not None else loss_floor
+  loss_floor = base.renamed('gradnorm', 'floor', floor, 'loss_floor',
+                            loss_floor)
   base.check_range('loss_floor', loss_floor, 0.0, low_open=True)
   if optimizer is None:
     optimizer = optax.adam(learning_rate)

@@ -21,7 +21,7 @@ def logse(*, loss_floor: float = 1e-8,
 
   Args:
     loss_floor: smallest loss used in ``1/(2 L_t)``, > 0.
-    floor: the 0.1 name of ``loss_floor``; if given, it is used instead.
+    floor: deprecated (0.1) name of ``loss_floor``, removed in 0.3.
 
   Returns:
     A stateless loss-level :class:`Weighting`; it needs the losses.
@@ -35,7 +35,7 @@ def logse(*, loss_floor: float = 1e-8,
     >>> tx.update(grads, tx.init(jnp.zeros(2)), task_losses=losses)[0]
     Array([1.  , 0.25], dtype=float32)
   """
-  loss_floor = floor if floor is not None else loss_floor
+  loss_floor = base.renamed('logse', 'floor', floor, 'loss_floor', loss_floor)
   base.check_range('loss_floor', loss_floor, 0.0, low_open=True)
 
   def weigh(stats, state):

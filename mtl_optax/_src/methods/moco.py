@@ -40,13 +40,17 @@ class MoCoState(NamedTuple):
 def moco(
     num_tasks: int,
     *,
-    beta: float = 0.5,
-    beta_sigma: float = 0.5,
-    gamma: float = 0.1,
-    gamma_sigma: float = 0.5,
+    tracking_rate: float = 0.5,
+    tracking_rate_sigma: float = 0.5,
+    learning_rate: float = 0.1,
+    learning_rate_sigma: float = 0.5,
     rho: float = 0.0,
     weight_update: str = 'projection',
     task_specific: base.TaskSpecific = None,
+    beta: float | None = None,
+    beta_sigma: float | None = None,
+    gamma: float | None = None,
+    gamma_sigma: float | None = None,
 ) -> optax.GradientTransformationExtraArgs:
   r"""Steps along MGDA-like weights of tracked, loss-scaled unit gradients.
 
@@ -86,14 +90,19 @@ def moco(
 
   Args:
     num_tasks: T.
-    beta: ``β`` in ``(0, 1]``, the tracking rate.
-    beta_sigma: ``σ_β >= 0``, the decay exponent of ``β_k``.
-    gamma: ``γ >= 0``, the weight step size (0 keeps ``λ = 1/T``).
-    gamma_sigma: ``σ_γ >= 0``, the decay exponent of ``γ_k``.
+    tracking_rate: ``β`` in ``(0, 1]``, the weight of the new gradient in
+      the tracking average (the paper's β; ``beta`` elsewhere in this
+      library weighs the old value).
+    tracking_rate_sigma: ``σ_β >= 0``, the decay exponent of ``β_k``.
+    learning_rate: ``γ >= 0``, the weight step size (0 keeps ``λ = 1/T``).
+    learning_rate_sigma: ``σ_γ >= 0``, the decay exponent of ``γ_k``.
     rho: ``ρ >= 0``, the ridge on the weights.
     weight_update: ``'projection'`` (paper) or ``'softmax'`` (authors'
       code).
     task_specific: leaves that belong to one task (see :func:`balancer`).
+    beta, beta_sigma, gamma, gamma_sigma: deprecated names of
+      ``tracking_rate``, ``tracking_rate_sigma``, ``learning_rate`` and
+      ``learning_rate_sigma``, removed in 0.3.
 
   Returns:
     An ``optax.GradientTransformationExtraArgs`` with state
@@ -112,10 +121,16 @@ def moco(
     Array([0.259375, 0.48125 ], dtype=float32)
   """
   base.check_num_tasks(num_tasks)
-  base.check_range('beta', beta, 0.0, 1.0, low_open=True)
-  base.check_range('beta_sigma', beta_sigma, 0.0)
-  base.check_range('gamma', gamma, 0.0)
-  base.check_range('gamma_sigma', gamma_sigma, 0.0)
+  beta = base.renamed('moco', 'beta', beta, 'tracking_rate', tracking_rate)
+  beta_sigma = base.renamed('moco', 'beta_sigma', beta_sigma,
+                            'tracking_rate_sigma', tracking_rate_sigma)
+  gamma = base.renamed('moco', 'gamma', gamma, 'learning_rate', learning_rate)
+  gamma_sigma = base.renamed('moco', 'gamma_sigma', gamma_sigma,
+                             'learning_rate_sigma', learning_rate_sigma)
+  base.check_range('tracking_rate', beta, 0.0, 1.0, low_open=True)
+  base.check_range('tracking_rate_sigma', beta_sigma, 0.0)
+  base.check_range('learning_rate', gamma, 0.0)
+  base.check_range('learning_rate_sigma', gamma_sigma, 0.0)
   base.check_range('rho', rho, 0.0)
   base.check_choice('weight_update', weight_update, WEIGHT_UPDATES)
   name = 'moco'

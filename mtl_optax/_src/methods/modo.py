@@ -19,8 +19,9 @@ class MoDoState(NamedTuple):
 
 def modo(
     *,
-    gamma: float = 1e-3,
+    learning_rate: float = 1e-3,
     rho: float = 0.1,
+    gamma: float | None = None,
 ) -> base.Weighting:
   r"""MoDo: multi-objective gradient with double sampling.
 
@@ -50,8 +51,9 @@ def modo(
   the Gramian engine, ``J₂ J₃ᵀ`` is the one-batch Gramian ``J₁ J₁ᵀ``.
 
   Args:
-    gamma: ``γ`` > 0, the step size of the weights.
+    learning_rate: ``γ`` > 0, the step size of the weights.
     rho: ``ρ`` >= 0, the ℓ₂ regularisation of the weights.
+    gamma: deprecated name of ``learning_rate``, removed in 0.3.
 
   Returns:
     A :class:`Weighting` of ``stats.cross_gram`` (``stats.gram`` without it)
@@ -60,13 +62,15 @@ def modo(
   Example:
     >>> import jax.numpy as jnp
     >>> import mtl_optax as mtl
-    >>> tx = mtl.modo(2, gamma=0.1, rho=0.0)
+    >>> tx = mtl.modo(2, learning_rate=0.1, rho=0.0)
     >>> grads = jnp.array([[1.0, 0.0], [0.0, 2.0]])
     >>> updates, state = tx.update(grads, tx.init(jnp.zeros(2)))
     >>> state.weights  # Π_Δ([0.5, 0.5] − 0.1 [0.5, 2]) = [0.575, 0.425]
     Array([0.575, 0.425], dtype=float32)
   """
-  base.check_range('gamma', gamma, 0.0, low_open=True)
+  learning_rate = base.renamed('modo', 'gamma', gamma, 'learning_rate',
+                               learning_rate)
+  base.check_range('learning_rate', learning_rate, 0.0, low_open=True)
   base.check_range('rho', rho, 0.0)
 
   def init(num_tasks):
@@ -80,7 +84,7 @@ def modo(
     # step itself can overflow, and it is clipped.
     product = (cross.astype(jnp.float32) @ weights) * (
         stats.scale.astype(jnp.float32) ** 2)
-    step = gamma * (product + rho * weights)
+    step = learning_rate * (product + rho * weights)
     step = jnp.clip(step, -_LARGEST_STEP, _LARGEST_STEP)
     new_weights = simplex.project_to_simplex(weights - step)
     return new_weights, MoDoState(task_weights=new_weights)

@@ -46,10 +46,11 @@ def _task_norms(leaves: list) -> tuple[jax.Array, jax.Array]:
 
 def normalize_task_grads(
     num_tasks: int,
-    mode: str = 'l2',
+    normalization: str = 'l2',
     *,
     loss_floor: float = 1e-8,
     task_specific: base.TaskSpecific = None,
+    mode: str | None = None,
 ) -> optax.GradientTransformationExtraArgs:
   r"""Normalises each task's gradient before a balancer combines them.
 
@@ -95,10 +96,12 @@ def normalize_task_grads(
 
   Args:
     num_tasks: T.
-    mode: ``'l2'``, ``'loss'`` or ``'loss+'``.
+    normalization: ``'l2'``, ``'loss'`` or ``'loss+'`` (the name
+      :func:`mtl_optax.mgda` uses for the same choice).
     loss_floor: > 0, the smallest loss a gradient is divided by.
     task_specific: which parameter leaves belong to one task (see
       :func:`balancer`); they are left unchanged.
+    mode: deprecated name of ``normalization``, removed in 0.3.
 
   Returns:
     An ``optax.GradientTransformationExtraArgs`` with an empty state whose
@@ -115,10 +118,12 @@ def normalize_task_grads(
     Array([[0.6, 0.8],
            [0. , 1. ]], dtype=float32)
   """
-  base.check_choice('mode', mode, MODES)
+  normalization = base.renamed('normalize_task_grads', 'mode', mode,
+                               'normalization', normalization)
+  base.check_choice('normalization', normalization, MODES)
   base.check_range('loss_floor', loss_floor, 0.0, low_open=True)
   name = 'normalize_task_grads'
-  needs_losses = mode != 'l2'
+  needs_losses = normalization != 'l2'
 
   def init(shared_params):
     del shared_params
@@ -129,13 +134,13 @@ def normalize_task_grads(
       raise ValueError(f'{name}: every leaf is task-specific; nothing to '
                        'normalise.')
     finite = inputs_finite & numerics.all_finite(*shared)
-    if mode == 'loss':
+    if normalization == 'loss':
       first = jnp.ones([num_tasks], jnp.float32)
       divisors = numerics.floor_losses(losses, loss_floor)
     else:
       # g_t / ‖g_t‖ = (g_t / m_t) / ‖g_t / m_t‖ with m_t the largest entry.
       first, divisors = _task_norms(shared)
-      if mode == 'loss+':
+      if normalization == 'loss+':
         divisors = divisors * numerics.floor_losses(losses, loss_floor)
     scales = numerics.safe_div(first, divisors)  # A zero gradient stays 0.
     scales = jnp.where(finite, scales, jnp.nan)
