@@ -6,12 +6,17 @@ parameters where three steps of the stacked path put them:
 ``value_and_task_grads`` then ``optax.chain(mtl.upgrad(T), optax.adam(1e-2))``
 on the plain parameter pytree, under ``jax.jit``. The heads are
 task-specific on both paths.
+
+The dict form of ``task_specific`` ({'trunk_in': False, ..., 'heads': True})
+works on an ``nnx.State`` (a mapping) as the callable form does, through
+``nnx.Optimizer``, which forwards ``task_losses`` to ``tx.update``.
 """
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 from flax import nnx
 
 import mtl_optax as mtl
@@ -112,3 +117,80 @@ def test_nnx_engine_step_equals_the_stacked_path():
     np.testing.assert_allclose(leaf, expected, rtol=1e-5, atol=1e-7)
     # Every leaf moved: Adam's first steps are about lr = 1e-2 per entry.
     assert np.max(np.abs(np.asarray(leaf) - np.asarray(start))) > 5e-3
+
+
+# ---------------------------------------------------------------------------
+# task_specific on an nnx.State: the dict form (a prefix by key) and the
+# callable form mark the same leaves.
+
+HEADS_BY_KEY = {'trunk_in': False, 'trunk_out': False, 'heads': True}
+
+
+def test_dict_task_specific_marks_the_heads_of_an_nnx_state():
+  params = nnx.state(Model(nnx.Rngs(0)), nnx.Param)
+  by_key = mtl._src.base.task_specific_flags(HEADS_BY_KEY, params)
+  by_path = mtl._src.base.task_specific_flags(is_head, params)
+  # Leaves flatten in key order: the heads (3 x bias, kernel), then
+  # trunk_in and trunk_out (bias, kernel each).
+  assert by_key == by_path == [True] * (2 * NUM_TASKS) + [False] * 4
+  # Per head, or per head and leaf, as far down as the mask goes.
+  finer = {'trunk_in': False, 'trunk_out': {'bias': False, 'kernel': False},
+           'heads': {0: True, 1: True, 2: {'bias': True, 'kernel': True}}}
+  assert mtl._src.base.task_specific_flags(finer, params) == by_key
+
+
+def test_dict_task_specific_that_misses_a_key_names_the_callable_form():
+  params = nnx.state(Model(nnx.Rngs(0)), nnx.Param)
+  task_grads = jax.tree.map(
+      lambda leaf: jnp.zeros((NUM_TASKS,) + leaf.shape), params)
+  tx = mtl.upgrad(NUM_TASKS, task_specific={'trunk': False, 'heads': True})
+  with pytest.raises(ValueError, match="no entry 'trunk_in'.*callable form"):
+    tx.update(task_grads, tx.init(params), params)
+
+
+def _one_nnx_step(task_specific):
+  """``(params before, params after)`` one ``nnx.Optimizer`` step of UPGrad
+  then SGD(0.1) on the conflicting tasks of ``_data``."""
+  x, targets = _data()
+  model = Model(nnx.Rngs(0))
+  tx = optax.chain(mtl.upgrad(NUM_TASKS, task_specific=task_specific),
+                   optax.sgd(0.1))
+  optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
+  before = jax.tree.map(jnp.copy, nnx.state(model, nnx.Param))
+
+  @nnx.jit
+  def step(model, optimizer, x, targets):
+    graphdef, params = nnx.split(model, nnx.Param)
+    losses, task_grads = mtl.value_and_task_grads(task_losses_of(graphdef))(
+        params, x, targets)
+    # nnx.Optimizer forwards the keyword arguments to tx.update.
+    optimizer.update(model, task_grads, task_losses=losses)
+
+  step(model, optimizer, x, targets)
+  return before, nnx.state(model, nnx.Param)
+
+
+@pytest.mark.slow  # two nnx.jit compilations, about 6 s on one core
+def test_nnx_optimizer_steps_each_head_on_its_own_task_gradient():
+  x, targets = _data()
+  before, after = _one_nnx_step(HEADS_BY_KEY)
+  graphdef = nnx.graphdef(Model(nnx.Rngs(0)))
+  # Head t enters task t's loss only, so its gradient of Σ_t L_t is its own
+  # task's gradient; a task-specific leaf steps on it unweighted (Σ_t g_t
+  # over its stacked rows): SGD moves it by -0.1 times that gradient.
+  grads = jax.grad(lambda p: jnp.sum(task_losses_of(graphdef)(p, x, targets)))(
+      before)
+  flags = mtl._src.base.task_specific_flags(HEADS_BY_KEY, before)
+  for flag, new, old, grad in zip(flags, jax.tree.leaves(after),
+                                  jax.tree.leaves(before),
+                                  jax.tree.leaves(grads)):
+    if flag:
+      np.testing.assert_allclose(new - old, -0.1 * grad, rtol=1e-5,
+                                 atol=1e-7)
+  # Without the mask the heads are weighted too: UPGrad's weights on these
+  # conflicting tasks are not all 1, so the heads move otherwise.
+  _, unmasked = _one_nnx_step(None)
+  head_moves = [np.max(np.abs(np.asarray(a) - np.asarray(b)))
+                for flag, a, b in zip(flags, jax.tree.leaves(after),
+                                      jax.tree.leaves(unmasked)) if flag]
+  assert max(head_moves) > 1e-4, head_moves

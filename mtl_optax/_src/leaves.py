@@ -6,6 +6,7 @@ the *task-specific* ones (each belongs to one task and gets its own task's
 gradient). These helpers split a tree into the two lists and merge it back.
 """
 
+from collections.abc import Mapping
 from typing import Any
 
 import jax
@@ -18,26 +19,80 @@ TaskSpecific = Any  # None, a boolean pytree like params (or a prefix of
 
 
 def task_specific_flags(task_specific: TaskSpecific, tree: Any) -> list[bool]:
-  """One bool per leaf of ``tree``: True where the leaf is task-specific."""
+  """One bool per leaf of ``tree``: True where the leaf is task-specific.
+
+  The mask may be a prefix of ``tree``: a boolean at a subtree covers every
+  leaf below it, e.g. ``{'trunk': False, 'heads': True}``. A dict mask also
+  fits any mapping node of ``tree`` by its keys (a Flax ``nnx.State`` or
+  ``FrozenDict``), where the pytree types differ.
+  """
   num_leaves = len(jax.tree.leaves(tree))
   if task_specific is None:
     return [False] * num_leaves
   mask = task_specific(tree) if callable(task_specific) else task_specific
   try:
-    # The mask may be a prefix of the tree: a boolean at a subtree covers
-    # every leaf below it, e.g. {'trunk': False, 'heads': True}.
     mask = jax.tree.map(
         lambda flag, subtree: jax.tree.map(lambda _: bool(flag), subtree),
         mask, tree)
   except ValueError as error:
-    raise ValueError(
-        'task_specific must be a boolean pytree matching params (or a prefix '
-        f'of it), or a callable returning one: {error}') from error
+    if not isinstance(mask, Mapping):
+      raise ValueError(
+          'task_specific must be a boolean pytree matching params (or a '
+          f'prefix of it), or a callable returning one: {error}') from error
+    # Same pytree shape, other node types (a dict against an nnx.State):
+    # look each leaf's key path up in the mask instead.
+    mask = _flags_by_key_path(mask, tree)
   flags = jax.tree.leaves(mask)
   if len(flags) != num_leaves:
     raise ValueError(
         f'task_specific must give one boolean per parameter leaf '
         f'({num_leaves}), got {len(flags)}.')
+  return flags
+
+
+def _flags_by_key_path(mask: Mapping, tree: Any) -> Any:
+  """``tree``'s structure with each leaf's flag, found by walking ``mask``
+  along the leaf's key path until a boolean (a prefix of the path) is met."""
+  fix = ('the callable form fits any params tree: task_specific=lambda '
+         'params: jax.tree_util.tree_map_with_path(lambda path, _: "heads" '
+         'in jax.tree_util.keystr(path), params)')
+  used = set()
+
+  def flag_of(path, _):
+    node = mask
+    for depth, entry in enumerate(path):
+      if isinstance(node, Mapping) and isinstance(entry,
+                                                  jax.tree_util.DictKey):
+        if entry.key not in node:
+          raise ValueError(
+              f'task_specific has no entry {entry.key!r} for the params '
+              f'leaf at {jax.tree_util.keystr(path)}; {fix}.')
+        node = node[entry.key]
+      elif (isinstance(node, (list, tuple))
+            and isinstance(entry, jax.tree_util.SequenceKey)):
+        node = node[entry.idx]
+      elif isinstance(node, (Mapping, list, tuple)):
+        raise ValueError(
+            f'task_specific does not match the params leaf at '
+            f'{jax.tree_util.keystr(path)}; {fix}.')
+      else:
+        used.add(path[:depth])
+        return bool(node)
+    if isinstance(node, (Mapping, list, tuple)):
+      raise ValueError(
+          f'task_specific goes deeper than the params leaf at '
+          f'{jax.tree_util.keystr(path)}; {fix}.')
+    used.add(tuple(path))
+    return bool(node)
+
+  flags = jax.tree_util.tree_map_with_path(flag_of, tree)
+  unused = [jax.tree_util.keystr(path) for path, _ in
+            jax.tree_util.tree_flatten_with_path(mask)[0]
+            if tuple(path) not in used]
+  if unused:
+    raise ValueError(
+        f'task_specific has entries {unused} that match no params leaf; '
+        f'{fix}.')
   return flags
 
 
@@ -50,8 +105,9 @@ def split_leaves(flags: list[bool], tree: Any) -> tuple[list, list]:
 
 
 def merge_leaves(flags: list[bool], treedef, shared: list, specific: list):
-  shared, specific = iter(shared), iter(specific)
-  leaves = [next(specific) if flag else next(shared) for flag in flags]
+  shared_leaves, specific_leaves = iter(shared), iter(specific)
+  leaves = [next(specific_leaves) if flag else next(shared_leaves)
+            for flag in flags]
   return jax.tree.unflatten(treedef, leaves)
 
 
