@@ -53,7 +53,8 @@ def weigh_and_guard(weighting: Weighting, stats: TaskStats, state: Any,
 
 
 # ``stats_of(shared, losses, **extras) -> (stats, finite)``: what a weighting
-# reads, from the shared leaves of the update (and of its extra inputs).
+# reads, from the shared leaves of the update and its extra inputs (each a
+# ``(shared, specific)`` pair of leaf lists, or None; see task_transformation).
 StatsOf = Callable[..., tuple[TaskStats, jax.Array]]
 
 
@@ -284,12 +285,13 @@ def factory_of(make_weighting: Callable[..., Weighting],
       inspect.Parameter('task_specific', inspect.Parameter.KEYWORD_ONLY,
                         default=None, annotation=TaskSpecific),
   ]
-  factory.__signature__ = signature.replace(
+  # help(), inspect.signature and optax.inject_hyperparams read these.
+  setattr(factory, '__signature__', signature.replace(
       parameters=parameters,
-      return_annotation=optax.GradientTransformationExtraArgs)
+      return_annotation=optax.GradientTransformationExtraArgs))
+  setattr(factory, '__wrapped__', make_weighting)
   factory.__name__ = factory.__qualname__ = name
   factory.__module__ = 'mtl_optax'
-  factory.__wrapped__ = make_weighting
   factory.__doc__ = (
       f'The {name} {build_name}: ``{build_name}(num_tasks, '
       f'weightings.{name}(...), task_specific=task_specific)``.\n\n'

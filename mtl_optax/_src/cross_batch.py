@@ -74,7 +74,7 @@ def _raw_cross(leaves_1: list, leaves_2: list,
 def _check_same_layout(task_grads_1: Any, task_grads_2: Any) -> None:
   structure_1 = jax.tree.structure(task_grads_1)
   structure_2 = jax.tree.structure(task_grads_2)
-  if structure_1 != structure_2:
+  if structure_1 != structure_2:  # type: ignore[operator]
     raise ValueError('cross_gramian: the two task-gradient trees differ in '
                      f'structure: {structure_1} and {structure_2}.')
   for leaf_1, leaf_2 in zip(jax.tree.leaves(task_grads_1),
@@ -178,12 +178,15 @@ def cross_balancer(
   name = weighting.name
 
   def stats_of(shared, losses, task_grads_2=None, task_grads_3=None):
-    for keyword, other in (('task_grads_2', task_grads_2),
-                           ('task_grads_3', task_grads_3)):
+    # The shared leaves of the extra batches (the task-specific ones are
+    # not read).
+    other_2 = None if task_grads_2 is None else task_grads_2[0]
+    other_3 = None if task_grads_3 is None else task_grads_3[0]
+    for other in (other_2, other_3):
       if other is not None:
         base.check_task_grads(name, num_tasks, other)
-    shared_2 = _check_other_batch(name, shared, task_grads_2, 'task_grads_2')
-    shared_3 = _check_other_batch(name, shared, task_grads_3, 'task_grads_3')
+    shared_2 = _check_other_batch(name, shared, other_2, 'task_grads_2')
+    shared_3 = _check_other_batch(name, shared, other_3, 'task_grads_3')
     cross, scale = cross_gramian(shared_2, shared_3)
     # A Gramian is finite exactly when its inputs are; the update's own
     # batch needs a check of its own when it is not in the product.

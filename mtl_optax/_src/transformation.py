@@ -49,17 +49,17 @@ def keep_if_not_finite(finite: jax.Array, new_state: Any, old_state: Any,
                       old_state)
 
 
-def _extra_shared_leaves(name: str, task_specific: leaves_lib.TaskSpecific,
-                         task_grads: Any, keyword: str,
-                         tree: Any) -> list | None:
-  """The shared leaves of an extra input tree (None when it is not given)."""
+def _extra_leaves(name: str, flags: list[bool], task_grads: Any,
+                  keyword: str, tree: Any) -> tuple[list, list] | None:
+  """``(shared, specific)`` leaves of an extra input tree, split as the
+  task gradients are (None when it is not given)."""
   if tree is None:
     return None
-  if jax.tree.structure(tree) != jax.tree.structure(task_grads):
+  structure = jax.tree.structure(tree)
+  if structure != jax.tree.structure(task_grads):  # type: ignore[operator]
     raise ValueError(f'{name}: {keyword} must have the structure of '
-                     f'task_grads, got {jax.tree.structure(tree)}.')
-  flags = leaves_lib.task_specific_flags(task_specific, tree)
-  return leaves_lib.split_leaves(flags, tree)[0]
+                     f'task_grads, got {structure}.')
+  return leaves_lib.split_leaves(flags, tree)
 
 
 def task_transformation(
@@ -92,8 +92,9 @@ def task_transformation(
       pytree like params or a prefix of it, or a callable returning one).
     extra_inputs: keyword arguments of ``update`` that the step reads: trees
       with the structure of ``task_grads`` (further batches, a validation
-      gradient). The step gets each as the list of its shared leaves, or None
-      when ``update`` was not given it.
+      gradient). The step gets each as ``(shared, specific)`` lists of its
+      leaves, split as the task gradients are, or None when ``update`` was
+      not given it.
 
   Returns:
     An ``optax.GradientTransformationExtraArgs``.
@@ -112,8 +113,8 @@ def task_transformation(
                                           needs_losses)
     flags = leaves_lib.task_specific_flags(task_specific, task_grads)
     shared, specific = leaves_lib.split_leaves(flags, task_grads)
-    extras = {keyword: _extra_shared_leaves(name, task_specific, task_grads,
-                                            keyword, extra_args.get(keyword))
+    extras = {keyword: _extra_leaves(name, flags, task_grads, keyword,
+                                     extra_args.get(keyword))
               for keyword in extra_inputs}
     inputs_finite = numerics.all_finite(losses, *specific)
     result = step(shared, specific, losses, state, inputs_finite, **extras)
