@@ -24,6 +24,7 @@ RENAMED = [
     (mtl.normalize_task_grads, {'mode': 'loss'}, {'normalization': 'loss'}),
     (mtl.logse, {'floor': 0.5}, {'loss_floor': 0.5}),
     (mtl.gls, {'floor': 0.5}, {'loss_floor': 0.5}),
+    (mtl.gradvac, {'beta': 0.3}, {'target_rate': 0.3}),
     (mtl.dwa, {'floor': 0.5}, {'loss_floor': 0.5}),
     (mtl.famo, {'floor': 0.5}, {'loss_floor': 0.5}),
     (mtl.gradnorm, {'floor': 0.5}, {'loss_floor': 0.5}),

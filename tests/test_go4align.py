@@ -28,7 +28,7 @@ def _weights(tx, loss_sequence):
 
 
 def test_two_steps_match_the_hand_worked_formula():
-  tx = mtl.go4align(4, num_groups=2, robust_step_size=0.5)
+  tx = mtl.go4align(4, num_groups=2, learning_rate=0.5)
   weights, _ = _weights(tx, [[1.0, 2.0, 4.0, 8.0], [2.0, 2.0, 2.0, 2.0]])
   # Step 1: p ∝ exp(−0.5 [1, 2, 4, 8]) = [0.5376754, 0.3261166, 0.1199716,
   # 0.0162364]; Σ L / L = [15, 7.5, 3.75, 1.875];
@@ -59,11 +59,11 @@ def test_two_steps_match_the_hand_worked_formula():
 
 def test_one_group_or_one_group_per_task():
   losses = [[1.0, 1.0, 4.0]]  # η = 0: p = 1/3, γ = (6 / L) / 3 = [2, 2, 0.5].
-  weights, _ = _weights(mtl.go4align(3, num_groups=1, robust_step_size=0.0),
+  weights, _ = _weights(mtl.go4align(3, num_groups=1, learning_rate=0.0),
                         losses)
   np.testing.assert_allclose(weights[0], [1.5, 1.5, 1.5], rtol=1e-6)
   # K > T counts as T: every task alone, w = γ.
-  weights, _ = _weights(mtl.go4align(3, num_groups=5, robust_step_size=0.0),
+  weights, _ = _weights(mtl.go4align(3, num_groups=5, learning_rate=0.0),
                         losses)
   np.testing.assert_allclose(weights[0], [2.0, 2.0, 0.5], rtol=1e-6)
 
@@ -77,7 +77,7 @@ def test_group_means_is_lloyd_from_the_order_statistics():
 
 
 def test_one_backward_path_agrees():
-  assert_both_paths_agree(mtl.go4align(3, robust_step_size=0.1), 3)
+  assert_both_paths_agree(mtl.go4align(3, learning_rate=0.1), 3)
 
 
 def test_invalid_arguments_raise():
@@ -85,5 +85,5 @@ def test_invalid_arguments_raise():
     mtl.go4align(2, num_groups=0)
   with pytest.raises(ValueError, match='kmeans_iters'):
     mtl.go4align(2, kmeans_iters=0)
-  with pytest.raises(ValueError, match='robust_step_size'):
-    mtl.go4align(2, robust_step_size=-1.0)
+  with pytest.raises(ValueError, match='learning_rate'):
+    mtl.go4align(2, learning_rate=-1.0)

@@ -124,7 +124,7 @@ def test_normalize_task_grads_needs_losses_for_loss_modes():
   tx = mtl.normalize_task_grads(2, 'loss')
   with pytest.raises(ValueError, match='task_losses'):
     tx.update(jnp.ones((2, 3)), tx.init(None))
-  with pytest.raises(ValueError, match='mode'):
+  with pytest.raises(ValueError, match='normalization'):
     mtl.normalize_task_grads(2, 'max')
 
 
@@ -166,7 +166,7 @@ def test_gradvac_leaf_targets_follow_libmtl_all_matrix():
   steps[0][1] = steps[0][0] + 0.3 * steps[0][1]
   expected_updates, expected_targets = _libmtl_gradvac_groups(
       steps, [(0, 3), (3, 5)], beta=0.5)
-  tx = mtl.gradvac(2, beta=0.5, group='leaf')
+  tx = mtl.gradvac(2, target_rate=0.5, group='leaf')
   params = {'a': jnp.zeros(3), 'b': jnp.zeros(2)}
   state = tx.init(params)
   update = jax.jit(lambda g, s: tx.update(g, s, params))
@@ -183,8 +183,8 @@ def test_gradvac_leaf_targets_follow_libmtl_all_matrix():
 
 def test_gradvac_leaf_with_one_leaf_is_gradvac_whole():
   grads = np.random.default_rng(1).normal(size=(4, 6)).astype(np.float32)
-  whole, leaf = mtl.gradvac(4, beta=0.5), mtl.gradvac(4, beta=0.5,
-                                                      group='leaf')
+  whole = mtl.gradvac(4, target_rate=0.5)
+  leaf = mtl.gradvac(4, target_rate=0.5, group='leaf')
   params = jnp.zeros(6)
   state_whole, state_leaf = whole.init(params), leaf.init(params)
   for step in range(3):
@@ -196,7 +196,7 @@ def test_gradvac_leaf_with_one_leaf_is_gradvac_whole():
   np.testing.assert_allclose(state_leaf.weighting_state.targets[0],
                              state_whole.weighting_state.targets, atol=1e-6)
   with pytest.raises(ValueError, match='group'):
-    mtl.gradvac(2, group='layer')
+    mtl.gradvac(2, group='module')
 
 
 # ---------------------------------------------------------------------------
@@ -287,7 +287,7 @@ def test_graddrop_per_task_leak_and_purity_fn_by_hand():
   updates, state = _update(tx, grads)
   np.testing.assert_allclose(updates, [-2.5, 4.0], rtol=1e-6)
   # Kept shares of ‖g_t‖²: task 1 keeps 4 of 5, task 2 all 13.
-  np.testing.assert_allclose(state.weights, [0.5 + 0.5 * 0.8, 1.0],
+  np.testing.assert_allclose(state.kept_share, [0.5 + 0.5 * 0.8, 1.0],
                              rtol=1e-6)
   # A leak of 1 for every task is the plain sum, whatever f.
   updates, _ = _update(mtl.graddrop(2, leak=np.ones(2)), grads)

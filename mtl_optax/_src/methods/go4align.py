@@ -59,7 +59,7 @@ def group_means(values: jax.Array, num_groups: int,
 def go4align(
     *,
     num_groups: int = 2,
-    robust_step_size: float = 1e-4,
+    learning_rate: float = 1e-4,
     kmeans_iters: int = 10,
     loss_floor: float = 1e-8,
 ) -> base.Weighting:
@@ -72,7 +72,7 @@ def go4align(
   update, with the task losses ``L``:
 
   ``p ← p ⊙ exp(−η L) / Σ_s p_s exp(−η L_s)``  (risk information from the
-  previous iterations, ``p = 1/T`` at first; ``η = robust_step_size``),
+  previous iterations, ``p = 1/T`` at first; ``η = learning_rate``),
 
   ``γ_t = (Σ_s L_s / L_t) · p_t``  (risk-guided group indicators: a scale
   balance times the running risk term),
@@ -97,7 +97,7 @@ def go4align(
 
   Args:
     num_groups: Python int K >= 1, the number of groups.
-    robust_step_size: ``η >= 0`` (1e-4 in the code).
+    learning_rate: ``η >= 0`` (1e-4 in the code).
     kmeans_iters: Python int >= 1, Lloyd's iterations.
     loss_floor: smallest loss used, > 0.
 
@@ -108,7 +108,7 @@ def go4align(
   Example:
     >>> import jax.numpy as jnp
     >>> import mtl_optax as mtl
-    >>> weighting = mtl.weightings.go4align(robust_step_size=0.0)
+    >>> weighting = mtl.weightings.go4align(learning_rate=0.0)
     >>> losses = jnp.array([1.0, 1.0, 4.0])  # γ = [2, 2, 0.5]
     >>> weights, _ = mtl.weigh_losses(weighting, losses, weighting.init(3))
     >>> weights
@@ -116,7 +116,7 @@ def go4align(
   """
   base.check_positive_int('num_groups', num_groups)
   base.check_positive_int('kmeans_iters', kmeans_iters)
-  base.check_range('robust_step_size', robust_step_size, 0.0)
+  base.check_range('learning_rate', learning_rate, 0.0)
   base.check_range('loss_floor', loss_floor, 0.0, low_open=True)
 
   def init(num_tasks):
@@ -125,7 +125,7 @@ def go4align(
   def weigh(stats, state):
     losses = numerics.floor_losses(stats.losses, loss_floor)
     # The code's adv_probs ← adv_probs · exp(−η L), normalised.
-    logits = state.logits - robust_step_size * losses
+    logits = state.logits - learning_rate * losses
     logits = logits - jnp.max(logits)
     probs = jax.nn.softmax(logits)
     scales = jnp.minimum(jnp.sum(losses) / losses, _FLOAT32_MAX)

@@ -1,6 +1,6 @@
 """GradVac: pull each pair of task gradients towards an EMA of its cosine."""
 
-from typing import Any, NamedTuple
+from typing import Any, Callable, Hashable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -11,7 +11,7 @@ from mtl_optax._src import base
 from mtl_optax._src import gramian as gramian_lib
 from mtl_optax._src import numerics
 
-GROUPS = ('whole', 'leaf')
+GROUPS = ('whole', 'leaf', 'layer')
 
 
 class GradVacState(NamedTuple):
@@ -87,8 +87,9 @@ def vaccinate(gram: jax.Array, targets: jax.Array, orders: jax.Array,
 
 def gradvac(
     *,
-    beta: float = 0.01,
+    target_rate: float = 0.01,
     key: Any = 0,
+    beta: float | None = None,
 ) -> base.Weighting:
   r"""Raises each pair's gradient cosine to an EMA target (Gradient Vaccine).
 
@@ -115,7 +116,8 @@ def gradvac(
   layer and pair); this weighting acts on the whole shared parameter vector
   (one target per pair, LibMTL's ``whole_model`` granularity), since it sees
   one Gramian. The factory ``mtl.gradvac(T, ..., group='leaf')`` keeps one
-  target per parameter leaf and pair (LibMTL's ``all_matrix``), see
+  target per parameter leaf and pair (LibMTL's ``all_matrix``),
+  ``group='layer'`` one per layer and pair (``all_layer``), see
   :func:`gradvac_balancer`. ``φ̂`` starts at 0
   and the EMA is updated for every visited pair, whether or not the
   gradient was modified, with the cosine measured before the modification.
@@ -125,8 +127,11 @@ def gradvac(
   defaults to the paper's 1e-2 (LibMTL's default is 0.5).
 
   Args:
-    beta: EMA rate of the targets, in [0, 1].
+    target_rate: ``β``, the weight of the new cosine in the targets' moving
+      average, in [0, 1] (the paper's β; ``beta`` elsewhere in this library
+      weighs the old value).
     key: a PRNG key (raw ``uint32[2]`` or typed) or an int seed.
+    beta: deprecated name of ``target_rate``, removed in 0.3.
 
   Returns:
     A :class:`Weighting` of the Gramian with state :class:`GradVacState`
@@ -144,7 +149,8 @@ def gradvac(
     >>> round(float(targets[0, 1]), 4)  # EMA of cos = -0.7071, β = 0.01.
     -0.0071
   """
-  base.check_range('beta', beta, 0.0, 1.0)
+  beta = base.renamed('gradvac', 'beta', beta, 'target_rate', target_rate)
+  base.check_range('target_rate', beta, 0.0, 1.0)
 
   def init(num_tasks):
     return GradVacState(
@@ -160,49 +166,99 @@ def gradvac(
   return base.Weighting(weigh=weigh, init=init, name='gradvac')
 
 
+def _shared_groups(group: Any, task_specific: base.TaskSpecific,
+                   tree: Any) -> tuple[list[int], int]:
+  """``(group index of every shared leaf, number of groups)``.
+
+  Groups are numbered in the order their first leaf appears in
+  ``jax.tree.leaves`` order; task-specific leaves belong to none.
+  """
+  flags = base.task_specific_flags(task_specific, tree)
+  paths = [path for path, _ in jax.tree_util.tree_leaves_with_path(tree)]
+  names = {}
+  indices = []
+  for path, flag in zip(paths, flags):
+    if flag:
+      continue
+    if group == 'leaf':
+      name = jax.tree_util.keystr(path)
+    elif group == 'layer':
+      name = jax.tree_util.keystr(path[:-1])  # The enclosing module.
+    else:
+      name = group(path)
+    try:
+      indices.append(names.setdefault(name, len(names)))
+    except TypeError as error:
+      raise ValueError(
+          f'gradvac: group(path) must return a hashable group name, got '
+          f'{name!r} for {jax.tree_util.keystr(path)}.') from error
+  return indices, len(names)
+
+
 def gradvac_balancer(
     num_tasks: int,
     *,
-    beta: float = 0.01,
+    target_rate: float = 0.01,
     key: Any = 0,
-    group: str = 'whole',
+    group: str | Callable[[Any], Hashable] = 'whole',
     task_specific: base.TaskSpecific = None,
+    beta: float | None = None,
 ) -> optax.GradientTransformationExtraArgs:
-  r"""The GradVac balancer, with one target per pair or per leaf and pair.
+  r"""The GradVac balancer, with one target per pair, or per group and pair.
 
   ``group='whole'`` (default) is ``balancer(num_tasks,
-  weightings.gradvac(beta=beta, key=key), task_specific=task_specific)``:
+  weightings.gradvac(target_rate=target_rate, key=key),
+  task_specific=task_specific)``:
   the procedure of :func:`mtl_optax.weightings.gradvac` on the whole shared
   parameter vector.
 
-  ``group='leaf'`` runs the same procedure on every shared parameter leaf
-  separately, with its own targets ``φ̂^{(l)}_ij``, closer to the paper's
-  per-layer targets (§3; LibMTL's ``GradVac_group_type=2``, ``all_matrix``:
-  one group per parameter tensor). The leaves are disjoint blocks of the
-  parameter vector, so each leaf's modified gradients ``g'^{(l)}_i`` are
-  combinations of that leaf's raw gradients, computed from the leaf's own
-  T x T Gramian; the update of leaf ``l`` is ``Σ_k w^{(l)}_k g^{(l)}_k``.
-  Every leaf uses the same random task orders (as LibMTL, which loops over
-  the groups inside each pair), so one leaf gives exactly ``'whole'``.
+  The other groupings run the same procedure on each group of shared
+  parameter leaves separately, with its own targets ``φ̂^{(l)}_ij``, closer
+  to the paper's per-layer targets (§3):
 
-  **Decisions.** Per-leaf weights are not one weighting of one Gramian, so
-  ``'leaf'`` is its own transformation on the skeleton every balancer uses
-  (:func:`task_transformation`), with state ``BalancerState(weights,
-  GradVacState(targets [L, T, T], key))`` for L shared leaves; ``init``
-  needs the params (to count L). ``weights`` is the mean of the leaves'
-  weights, a diagnostic: the update is not ``Σ_t w_t g_t``. LibMTL's
-  ``all_layer`` (a module's weight and bias together) is not offered: a
-  leaf is the unit a pytree of parameters names without a layer
-  convention. Costs L Gramians of T x T (the same T x P work as one) and L
-  runs of the O(T³) procedure.
+  * ``group='leaf'``: one group per parameter leaf (LibMTL's
+    ``GradVac_group_type=2``, ``all_matrix``: one per parameter tensor);
+  * ``group='layer'``: one group per layer, the leaves whose key paths
+    agree up to their last key, e.g. ``params['dense']['kernel']`` and
+    ``params['dense']['bias']`` form the group ``['dense']`` (LibMTL's
+    ``GradVac_group_type=1``, ``all_layer``: one per leaf module with
+    parameters). Leaves directly under the root form one group;
+  * ``group=fn``: ``fn(path)`` names the group of the leaf at key path
+    ``path`` (a tuple of JAX path keys, as
+    ``jax.tree_util.tree_leaves_with_path`` gives); leaves with equal
+    names form a group, e.g. ``lambda path: path[0].key`` groups by the
+    top-level key.
+
+  The groups are disjoint blocks of the parameter vector, so each group's
+  modified gradients ``g'^{(l)}_i`` are combinations of that group's raw
+  gradients, computed from the group's own T x T Gramian; the update of a
+  leaf in group ``l`` is ``Σ_k w^{(l)}_k g^{(l)}_k``. Every group uses the
+  same random task orders (as LibMTL, which loops over the groups inside
+  each pair), so one group gives exactly ``'whole'``.
+
+  **Decisions.** Per-group weights are not one weighting of one Gramian, so
+  these groupings are their own transformation on the skeleton every
+  balancer uses (:func:`task_transformation`), with state
+  ``BalancerState(weights, GradVacState(targets [L, T, T], key))`` for L
+  groups; ``init`` needs the params (to find the groups). ``weights`` is
+  the mean of the groups' weights, a diagnostic: the update is not
+  ``Σ_t w_t g_t``. A "layer" is read from the key path because a pytree of
+  parameters has no module objects; in Flax (Linen and NNX) and Haiku
+  trees a module's own parameters are the leaves of one dict
+  (``{'Dense_0': {'kernel': …, 'bias': …}}``), so a layer is LibMTL's leaf
+  module. Costs L Gramians of T x T (the same T x P work as one) and L runs
+  of the O(T³) procedure.
 
   Args:
     num_tasks: T.
-    beta: EMA rate of the targets, in [0, 1].
+    target_rate: ``β``, the weight of the new cosine in the targets' moving
+      average, in [0, 1].
     key: a PRNG key (raw ``uint32[2]`` or typed) or an int seed.
-    group: ``'whole'`` or ``'leaf'``.
+    group: ``'whole'``, ``'leaf'``, ``'layer'``, or a function from a
+      leaf's key path to its group's name (any hashable value).
     task_specific: leaves that belong to one task (see :func:`balancer`);
       they get their own task's gradient and no targets.
+    beta: deprecated name of ``target_rate``, removed in 0.3.
 
   Returns:
     An ``optax.GradientTransformationExtraArgs`` with a
@@ -218,51 +274,73 @@ def gradvac_balancer(
     ...                                            'b': jnp.zeros(1)}))
     >>> updates['a'], updates['b']  # PCGrad on 'a', no conflict on 'b'.
     (Array([0.5, 1.5], dtype=float32), Array([3.], dtype=float32))
+    >>> layers = mtl.gradvac(2, group='layer')
+    >>> params = {'dense': {'kernel': jnp.zeros(2), 'bias': jnp.zeros(1)}}
+    >>> layers.init(params).weighting_state.targets.shape  # One layer.
+    (1, 2, 2)
   """
-  base.check_choice('group', group, GROUPS)
+  if not callable(group):
+    base.check_choice('group', group, GROUPS)
+  beta = base.renamed('gradvac', 'beta', beta, 'target_rate', target_rate)
+  base.check_range('target_rate', beta, 0.0, 1.0)
   if group == 'whole':
-    return base.balancer(num_tasks, gradvac(beta=beta, key=key),
+    return base.balancer(num_tasks, gradvac(target_rate=beta, key=key),
                          task_specific=task_specific)
   base.check_num_tasks(num_tasks)
-  base.check_range('beta', beta, 0.0, 1.0)
   name = 'gradvac'
 
-  def init(shared_params):
+  def init_fn(params):
+    _, num_groups = _shared_groups(group, task_specific, params)
     return base.BalancerState(
         weights=jnp.zeros([num_tasks], jnp.float32),
         weighting_state=GradVacState(
-            targets=jnp.zeros([len(shared_params), num_tasks, num_tasks],
+            targets=jnp.zeros([num_groups, num_tasks, num_tasks],
                               jnp.float32),
             key=numerics.as_raw_key(key)))
 
-  def step(shared, specific, losses, state, inputs_finite):
-    del losses  # Not used, but a non-finite one marks a bad step.
-    base.check_shared(name, shared)
-    targets = state.weighting_state.targets
-    if targets.shape[0] != len(shared):
-      raise ValueError(
-          f'{name}: the state holds targets for {targets.shape[0]} shared '
-          f'leaves, but the gradients have {len(shared)}; call init with '
-          'the params.')
-    # Per leaf: the cosines and norm ratios ignore each Gramian's scale.
-    grams, scales = zip(*[gramian_lib.gramian([leaf]) for leaf in shared])
-    grams = jnp.stack(grams)
-    finite = inputs_finite & numerics.all_finite(grams, jnp.stack(scales))
-    next_key, orders = _task_orders(state.weighting_state.key, num_tasks)
-    weights, targets = jax.vmap(vaccinate, in_axes=(0, 0, None, None))(
-        grams, targets, orders, beta)
-    weights = jnp.where(finite, weights, jnp.nan)
-    shared_updates = [gramian_lib.weighted_sum(leaf_weights, [leaf])[0]
-                      for leaf_weights, leaf in zip(weights, shared)]
-    specific_updates = base.own_task_updates(specific)
-    return base.StepResult(
-        shared_updates, specific_updates,
-        base.BalancerState(jnp.mean(weights, axis=0),
-                           GradVacState(targets=targets, key=next_key)),
-        finite)
+  def grouped_step(group_of_leaf, num_groups):
+    def step(shared, specific, losses, state, inputs_finite):
+      del losses  # Not used, but a non-finite one marks a bad step.
+      base.check_shared(name, shared)
+      targets = state.weighting_state.targets
+      if targets.shape[0] != num_groups:
+        raise ValueError(
+            f'{name}: the state holds targets for {targets.shape[0]} '
+            f'groups, but the gradients have {num_groups}; call init with '
+            'the params.')
+      # Per group: the cosines and norm ratios ignore each Gramian's scale.
+      grams, scales = zip(*[
+          gramian_lib.gramian([leaf for leaf, index in zip(
+              shared, group_of_leaf) if index == member])
+          for member in range(num_groups)])
+      grams = jnp.stack(grams)
+      finite = inputs_finite & numerics.all_finite(grams, jnp.stack(scales))
+      next_key, orders = _task_orders(state.weighting_state.key, num_tasks)
+      weights, targets = jax.vmap(vaccinate, in_axes=(0, 0, None, None))(
+          grams, targets, orders, beta)
+      weights = jnp.where(finite, weights, jnp.nan)
+      shared_updates = [
+          gramian_lib.weighted_sum(weights[index], [leaf])[0]
+          for leaf, index in zip(shared, group_of_leaf)]
+      specific_updates = base.own_task_updates(specific)
+      return base.StepResult(
+          shared_updates, specific_updates,
+          base.BalancerState(jnp.mean(weights, axis=0),
+                             GradVacState(targets=targets, key=next_key)),
+          finite)
 
-  return base.task_transformation(num_tasks, name, init, step,
-                                  task_specific=task_specific)
+    return step
+
+  def update_fn(task_grads, state, params=None, **extra_args):
+    # The groups come from the gradients' key paths (those of the params).
+    group_of_leaf, num_groups = _shared_groups(group, task_specific,
+                                               task_grads)
+    transformation = base.task_transformation(
+        num_tasks, name, lambda shared: None,
+        grouped_step(group_of_leaf, num_groups), task_specific=task_specific)
+    return transformation.update(task_grads, state, params, **extra_args)
+
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
 gradvac_balancer.__name__ = gradvac_balancer.__qualname__ = 'gradvac'
