@@ -44,6 +44,9 @@ class TaskStats(NamedTuple):
   @property
   def norms(self) -> jax.Array:
     """``[T]`` Euclidean norms of the shared task gradients (true scale)."""
+    if self.gram is None or self.scale is None:
+      raise ValueError('TaskStats.norms: this step has no Gramian (a '
+                       'loss-level weighting reads no gradients).')
     return numerics.safe_sqrt(jnp.diagonal(self.gram)) * self.scale
 
 

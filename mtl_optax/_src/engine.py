@@ -34,14 +34,6 @@ def _check_chunk_size(chunk_size):
     base.check_positive_int('chunk_size', chunk_size)
 
 
-def _power_of_two_scales(largest: jax.Array) -> jax.Array:
-  """An exact power of two near each entry of ``largest`` (1 where it is 0)."""
-  mantissa, exponent = jnp.frexp(largest)
-  one = jnp.ones_like(largest)
-  scales = jnp.ldexp(one, exponent - (mantissa < 0.7071).astype(exponent.dtype))
-  return jnp.where((largest > 0) & jnp.isfinite(largest), scales, one)
-
-
 def _max_abs_per_task(leaves: list) -> jax.Array:
   """``[k]`` largest magnitude of each row of ``k`` stacked vectors."""
   return jnp.max(jnp.stack([
@@ -86,7 +78,7 @@ class _Linearised:
       pulled = self.vjp(unit.astype(self.losses.dtype))[0]  # Jᵀ e_t
       # Jᵀ e_t is rescaled by a power of two before J is applied, so that
       # neither product leaves the float range (recorded, undone below).
-      scale = _power_of_two_scales(_max_abs_per_task(
+      scale = numerics.power_of_two_near(_max_abs_per_task(
           [leaf[None] for leaf in pulled])[0])
       tangent = [(leaf / scale.astype(leaf.dtype)) for leaf in pulled]
       return self.jvp((tangent, zero_specific)), scale  # G e_t / scale

@@ -16,8 +16,15 @@ import jax.numpy as jnp
 from jax import lax
 
 from mtl_optax._src import column_blocks
+from mtl_optax._src import numerics
 
 _PRECISION = lax.Precision.HIGHEST
+# With `preferred_element_type=float32` every dot here multiplies and sums in
+# float32, whatever the leaves' dtype (a bfloat16 or float16 product is exact
+# in float32). The order of the sum is XLA's and changes between releases (on
+# CPU, jax 0.10 sums in vector lanes, jax 0.12 in one sequential loop), so
+# results differ by float32 rounding only. tests/test_foundation.py checks
+# this on bfloat16 sums that are exact in float32 in any order.
 # Squares of float32 entries overflow above ~1.8e19 and flush to zero below
 # ~1e-19. A Gramian whose diagonal leaves this band is recomputed on gradients
 # rescaled by a power of two, which is exact.
@@ -111,12 +118,7 @@ def power_of_two_scale(task_grads: Any) -> jax.Array:
 
   Dividing by it is exact, and brings the entries' squares into range.
   """
-  one = jnp.ones((), jnp.float32)
-  biggest = _max_abs(task_grads)
-  # frexp/ldexp give an exact power of two (exp2 is approximate on CPU).
-  mantissa, exponent = jnp.frexp(biggest)
-  scale = jnp.ldexp(one, exponent - (mantissa < 0.7071).astype(exponent.dtype))
-  return jnp.where(biggest == 0, one, scale)  # All-zero gradients.
+  return numerics.power_of_two_near(_max_abs(task_grads))
 
 
 def gramian(task_grads: Any) -> tuple[jax.Array, jax.Array]:

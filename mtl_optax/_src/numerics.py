@@ -12,7 +12,7 @@ import jax.numpy as jnp
 from jax import lax
 
 
-def safe_div(numerator: jax.Array, denominator: jax.Array,
+def safe_div(numerator: jax.Array | float, denominator: jax.Array,
              fallback: float | jax.Array = 0.0) -> jax.Array:
   """``numerator / denominator``, or ``fallback`` where the denominator is 0."""
   is_zero = denominator == 0
@@ -35,7 +35,7 @@ def floor_losses(task_losses: jax.Array, floor: float | jax.Array) -> jax.Array:
   return jnp.maximum(task_losses.astype(jnp.float32), floor)
 
 
-def all_finite(*arrays: jax.Array) -> jax.Array:
+def all_finite(*arrays: jax.Array | None) -> jax.Array:
   """True when every entry of every array is finite.
 
   One sum per array: ``0 · x`` is 0 for a finite ``x`` and NaN for ±inf or
@@ -45,9 +45,9 @@ def all_finite(*arrays: jax.Array) -> jax.Array:
   The zero passes an optimization barrier, so XLA cannot fold the product.
   """
   zero = lax.optimization_barrier(jnp.zeros((), jnp.float32))
-  arrays = [jnp.asarray(a) for a in arrays if a is not None]
+  given = [jnp.asarray(a) for a in arrays if a is not None]
   checks = [jnp.isfinite(jnp.sum(a * zero.astype(a.dtype)))
-            for a in arrays if jnp.issubdtype(a.dtype, jnp.inexact)]
+            for a in given if jnp.issubdtype(a.dtype, jnp.inexact)]
   return jnp.all(jnp.stack(checks)) if checks else jnp.asarray(True)
 
 
@@ -71,13 +71,14 @@ def as_raw_key(key: Any) -> jax.Array:
   return key.astype(jnp.uint32)
 
 
-def project_to_simplex(point: jax.Array) -> jax.Array:
-  """Euclidean projection onto ``{w >= 0, Σ w = 1}`` (sort and threshold)."""
-  num_tasks = point.shape[0]
-  descending = jnp.sort(point)[::-1]
-  excess = jnp.cumsum(descending) - 1.0
-  counts = jnp.arange(1, num_tasks + 1, dtype=point.dtype)
-  in_support = descending - excess / counts > 0
-  support_size = jnp.sum(in_support)  # The condition holds on a prefix.
-  threshold = excess[support_size - 1] / support_size.astype(point.dtype)
-  return jnp.maximum(point - threshold, 0.0)
+def power_of_two_near(largest: jax.Array) -> jax.Array:
+  """An exact power of two within √2 of each entry of ``largest``.
+
+  Dividing by it is exact and brings ``largest`` into ``[0.7, 1.4]``; it is 1
+  where an entry is 0 or not finite. frexp/ldexp give an exact power of two
+  (exp2 is approximate on CPU).
+  """
+  mantissa, exponent = jnp.frexp(largest)
+  one = jnp.ones_like(largest)
+  scales = jnp.ldexp(one, exponent - (mantissa < 0.7071).astype(exponent.dtype))
+  return jnp.where((largest > 0) & jnp.isfinite(largest), scales, one)

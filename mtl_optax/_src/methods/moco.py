@@ -11,6 +11,7 @@ import optax
 from mtl_optax._src import base
 from mtl_optax._src import gramian as gramian_lib
 from mtl_optax._src import numerics
+from mtl_optax._src.solvers import simplex
 
 WEIGHT_UPDATES = ('projection', 'softmax')
 
@@ -172,7 +173,7 @@ def moco(
     stepped = state.tracked_weights - gamma_k * (
         products + rho * state.tracked_weights)
     if weight_update == 'projection':
-      weights = numerics.project_to_simplex(stepped)
+      weights = simplex.project_to_simplex(stepped)
     else:
       weights = jax.nn.softmax(stepped)
 
