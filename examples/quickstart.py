@@ -1,7 +1,4 @@
-"""Quick start: three regression tasks on one shared MLP trunk, balanced by MGDA.
-
-  pip install -e . && python examples/quickstart.py
-"""
+"""Quick start: three regression tasks on one shared trunk, balanced by MGDA."""
 
 import jax
 import jax.numpy as jnp
@@ -9,33 +6,21 @@ import optax
 
 import mtl_optax as mtl
 
-NUM_TASKS = 3
-
 # Synthetic data: 8 inputs, three related targets on different scales.
-x = jax.random.normal(jax.random.key(0), (256, 8))
-true_w = jax.random.normal(jax.random.key(1), (8, NUM_TASKS))
-y = jnp.tanh(x @ true_w) * jnp.array([1.0, 2.0, 0.5])
+k1, k2, k3, k4, k5 = jax.random.split(jax.random.key(0), 5)
+x = jax.random.normal(k1, (256, 8))
+y = jnp.tanh(x @ jax.random.normal(k2, (8, 3))) * jnp.array([1.0, 2.0, 0.5])
+params = {'trunk': jax.random.normal(k3, (8, 32)) / jnp.sqrt(8.0),
+          'heads': jax.random.normal(k4, (32, 3)) / jnp.sqrt(32.0)}
 
-def init_params(key):
-  k1, k2, k3 = jax.random.split(key, 3)
-  return {
-      'trunk': {'w1': jax.random.normal(k1, (8, 32)) / jnp.sqrt(8.0),
-                'w2': jax.random.normal(k2, (32, 32)) / jnp.sqrt(32.0)},
-      'heads': jax.random.normal(k3, (NUM_TASKS, 32)) / jnp.sqrt(32.0),
-  }
+def task_losses(params, x, y):  # [T] per-task mean squared errors
+  hidden = jnp.tanh(x @ params['trunk'])
+  return jnp.mean((hidden @ params['heads'] - y) ** 2, axis=0)
 
-def task_losses(params, x, y):
-  """The [T] per-task mean squared errors."""
-  h = jnp.tanh(x @ params['trunk']['w1'])
-  h = jnp.tanh(h @ params['trunk']['w2'])
-  preds = h @ params['heads'].T  # [batch, T], one column per head
-  return jnp.mean((preds - y) ** 2, axis=0)
-
-# MGDA balances the shared trunk; each head steps on its own task's gradient.
-balancer = mtl.mgda(num_tasks=NUM_TASKS,
-                    task_specific={'trunk': False, 'heads': True})
-tx = optax.chain(balancer, optax.adam(1e-3))
-params = init_params(jax.random.key(2))
+# MGDA balances the shared trunk; the heads step on their own task's gradient.
+tx = optax.chain(
+    mtl.mgda(num_tasks=3, task_specific={'trunk': False, 'heads': True}),
+    optax.adam(1e-3))
 opt_state = tx.init(params)
 
 @jax.jit
@@ -45,10 +30,10 @@ def train_step(params, opt_state, x, y):
                                  task_losses=losses)
   return optax.apply_updates(params, updates), opt_state, losses
 
-fmt = lambda v: ' '.join(f'{float(e):.4f}' for e in v)
+fmt = lambda values: ' '.join(f'{float(v):.3f}' for v in values)
 for step in range(501):
-  batch = jax.random.choice(jax.random.key(step), 256, (64,), replace=False)
+  batch = jax.random.choice(jax.random.fold_in(k5, step), 256, (64,))
   params, opt_state, losses = train_step(params, opt_state, x[batch], y[batch])
-  if step % 100 == 0:
-    weights = opt_state[0].weights  # MGDA's task weights for this step
+  if step % 100 == 0:  # MGDA's weights of this step: mtl.last_weights
+    weights = mtl.last_weights(opt_state)
     print(f'step {step:3d}  losses {fmt(losses)}  weights {fmt(weights)}')

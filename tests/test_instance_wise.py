@@ -11,9 +11,9 @@ import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / 'examples' / 'instance_wise.py'
-sys.path.insert(0, str(SCRIPT.parent))
 
-import instance_wise  # pylint: disable=g-import-not-at-top,wrong-import-position
+# The repository root is on the path (pyproject.toml: pythonpath).
+from examples import instance_wise  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
 def test_tiny_run_writes_a_table_with_both_methods(tmp_path):

@@ -108,3 +108,48 @@ def _slow(block: Block) -> bool:
 def test_readme_block_runs(block, capsys):
   run_block(block)
   capsys.readouterr()
+
+
+def test_readme_fits_on_a_few_screens():
+  assert len(README.read_text(encoding='utf-8').splitlines()) <= 300
+
+
+_RESULT_LINK = re.compile(
+    r'\]\(((?:benchmarks|mtl_bench)/results/[^)\s]+\.md)\)')
+_DECIMAL = re.compile(r'-?\d+\.\d+(?:e[+-]\d+)?')
+
+
+def _prose_paragraphs(text: str) -> list[str]:
+  """The README's paragraphs and list items, code blocks left out."""
+  paragraphs, current, in_code = [], [], False
+  for line in text.splitlines():
+    if line.startswith('```'):
+      in_code = not in_code
+      continue
+    if in_code:
+      continue
+    if not line.strip() or line.startswith('- '):
+      if current:
+        paragraphs.append(' '.join(current))
+      current = [line] if line.strip() else []
+    else:
+      current.append(line)
+  if current:
+    paragraphs.append(' '.join(current))
+  return paragraphs
+
+
+def test_every_number_comes_from_the_result_file_it_links():
+  """A paragraph that links a committed result file quotes only its numbers,
+  so a re-run that changes them makes this test fail, not the README lie."""
+  checked = 0
+  for paragraph in _prose_paragraphs(README.read_text(encoding='utf-8')):
+    files = _RESULT_LINK.findall(paragraph)
+    if not files:
+      continue
+    source = ''.join((ROOT / name).read_text(encoding='utf-8')
+                     for name in files)
+    for number in _DECIMAL.findall(_RESULT_LINK.sub('', paragraph)):
+      assert number in source, (number, files)
+      checked += 1
+  assert checked >= 10

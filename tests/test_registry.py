@@ -18,9 +18,10 @@ import numpy as np
 import mtl_optax as mtl
 from mtl_optax import catalog
 
+# The repository root is on the path (pyproject.toml: pythonpath).
+from tools import generate_method_table
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / 'tools'))
-import generate_method_table  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
 def _bases():

@@ -43,9 +43,14 @@ def _page_facts(name: str) -> tuple[str, str]:
     raise ValueError(f'{page.relative_to(ROOT)} has no "## Reference" '
                      'section.')
   reference = ' '.join(match.group(1).split())
+  reference = re.sub(r'^- | - ', lambda m: '' if m.start() == 0 else '; ',
+                     reference)  # A list of references, on one line.
   reference = re.sub(r'\*[^*]+\*,?\s*', '', reference)  # Drops the title.
+  # The citation only: the page says where the code is and what matches.
+  reference = re.split(r'[.;] (?:[Oo]fficial code|Code:|the |MGDA itself)',
+                       reference)[0]
   reference = re.sub(r'\[([^\]]+)\]\([^)]+\)', r'\1', reference)  # Links.
-  return title, reference.rstrip(' .,')
+  return title, reference.replace('.; ', '; ').rstrip(' .,')
 
 
 def rows(methods: list[catalog.Method]) -> list[str]:
