@@ -10,6 +10,7 @@ import pytest
 from flax import nnx
 
 import mtl_optax as mtl
+from mtl_optax._src import column_blocks
 
 # J = [[-4, 1, 1], [6, 1, 1]] split over two leaves; G = [[18, -22], [-22, 38]].
 WORKED = {'a': jnp.array([[-4.0, 1.0], [6.0, 1.0]]), 'b': jnp.array([[1.0], [1.0]])}
@@ -114,12 +115,23 @@ def test_gramian_of_non_finite_gradients_is_flagged():
   assert not (np.all(np.isfinite(gram)) and np.isfinite(scale))
 
 
-def test_gramian_accumulates_low_precision_in_float32():
-  grads = jnp.full((2, 4096), 1.0 + 2.0 ** -7, jnp.bfloat16)
+# 512 columns of 1 + 2^-7 (exact in bfloat16), alone (one dot) or spread over
+# 2^21 otherwise-zero columns: 8 MiB, a leaf summed in column blocks on CPU.
+@pytest.mark.parametrize('width', [512, 2**21])
+def test_gramian_accumulates_low_precision_in_float32(width):
+  columns = jnp.arange(0, width, width // 512)
+  grads = jnp.zeros((2, width), jnp.bfloat16).at[:, columns].set(1 + 2.0 ** -7)
+  blocked = width > 512 and jax.default_backend() == 'cpu'
+  assert (column_blocks.width(grads) is not None) == blocked
   gram, _ = jax.jit(mtl.gramian)(grads)
   assert gram.dtype == jnp.float32
-  # Every entry is (1 + 2^-7)^2 * 4096, exact in float32 and not in bfloat16.
-  np.testing.assert_allclose(gram, (1 + 2.0 ** -7) ** 2 * 4096, rtol=1e-6)
+  # Each product is (1 + 2^-7)^2 = 1 + 2^-6 + 2^-14: exact in float32, while
+  # bfloat16's 8-bit significand rounds it to 1 + 2^-6. A sum of k <= 512 of
+  # them is a multiple of 2^-14 below 2^10, which float32's 24 bits hold, so
+  # float32 accumulation in any order (XLA's order changes between versions)
+  # gives exactly 512 + 8 + 2^-5. bfloat16 products, a bfloat16 accumulator
+  # (ulp 2 above 256) or a bfloat16 result each give 520 (simulated).
+  np.testing.assert_array_equal(gram, np.full((2, 2), 520.03125))
 
 
 # ---------------------------------------------------------------------------

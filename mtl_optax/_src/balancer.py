@@ -331,4 +331,6 @@ def last_weights(state: Any) -> jax.Array:
     raise ValueError('last_weights: the state holds no method state that '
                      'reports task weights.')
   weights = found[-1].task_weights()
-  return jnp.asarray(getattr(weights, 'value', weights))
+  if hasattr(weights, 'get_value'):  # A Flax NNX Variable (OptArray).
+    weights = weights.get_value()
+  return jnp.asarray(weights)

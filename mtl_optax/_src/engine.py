@@ -35,10 +35,15 @@ def _check_chunk_size(chunk_size):
 
 
 def _max_abs_per_task(leaves: list) -> jax.Array:
-  """``[k]`` largest magnitude of each row of ``k`` stacked vectors."""
+  """``[k]`` largest magnitude of each row of ``k`` stacked vectors.
+
+  ``max(max x, −min x)``: XLA may write ``|x|`` out in full before reducing
+  it, the two reductions read ``x`` in place (gramian.py's ``_max_abs``).
+  """
+  rows = [leaf.reshape(leaf.shape[0], -1) for leaf in leaves if leaf.size]
   return jnp.max(jnp.stack([
-      jnp.max(jnp.abs(leaf.reshape(leaf.shape[0], -1)), axis=1)
-      for leaf in leaves if leaf.size]), axis=0)
+      jnp.maximum(jnp.max(row, axis=1), -jnp.min(row, axis=1))
+      for row in rows]), axis=0)
 
 
 class _Linearised:

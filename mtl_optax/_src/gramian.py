@@ -22,9 +22,10 @@ _PRECISION = lax.Precision.HIGHEST
 # With `preferred_element_type=float32` every dot here multiplies and sums in
 # float32, whatever the leaves' dtype (a bfloat16 or float16 product is exact
 # in float32). The order of the sum is XLA's and changes between releases (on
-# CPU, jax 0.10 sums in vector lanes, jax 0.12 in one sequential loop), so
-# results differ by float32 rounding only. tests/test_foundation.py checks
-# this on bfloat16 sums that are exact in float32 in any order.
+# CPU, jax 0.10.2 hands a small dot to YNNPACK, jax 0.12.1 emits its own
+# sequential loop), so results differ by float32 rounding only.
+# tests/test_foundation.py checks this on bfloat16 sums that are exact in
+# float32 in any order.
 # Squares of float32 entries overflow above ~1.8e19 and flush to zero below
 # ~1e-19. A Gramian whose diagonal leaves this band is recomputed on gradients
 # rescaled by a power of two, which is exact.
@@ -109,8 +110,12 @@ def _raw_gramian(task_grads: Any,
 
 
 def _max_abs(task_grads: Any) -> jax.Array:
-  return jnp.max(jnp.stack([jnp.max(jnp.abs(leaf)).astype(jnp.float32)
-                            for leaf in jax.tree.leaves(task_grads)]))
+  # max(max x, -min x), not max |x|: the two reductions read the leaf as it
+  # is, where jax 0.10.0's XLA wrote |x| out in full first, a T x P
+  # temporary (tests/test_gramian_blocked.py measures the memory).
+  return jnp.max(jnp.stack([
+      jnp.maximum(jnp.max(leaf), -jnp.min(leaf)).astype(jnp.float32)
+      for leaf in jax.tree.leaves(task_grads)]))
 
 
 def power_of_two_scale(task_grads: Any) -> jax.Array:

@@ -50,8 +50,9 @@ def stch_value(task_losses: jax.Array, mu: float = 1.0, *,
   Example:
     >>> import jax.numpy as jnp
     >>> import mtl_optax as mtl
-    >>> mtl.stch_value(jnp.array([0.5, 2.0, 8.0]), mu=0.1)  # ≈ max_t L_t / 3
-    Array(2.6666667, dtype=float32)
+    >>> value = mtl.stch_value(jnp.array([0.5, 2.0, 8.0]), mu=0.1)
+    >>> round(float(value), 4)  # ≈ max_t L_t / 3
+    2.6667
   """
   _check(mu, preference, reference)
   losses = base.loss_vector('stch_value', task_losses)
