@@ -31,22 +31,33 @@ from mtl_optax._src.task_grads import value_and_task_grads
 
 # Transformations over the stacked per-task gradients, states and helpers
 # of the methods.
+from mtl_optax._src.methods.auto_lambda import AutoLambdaState
+from mtl_optax._src.methods.auto_lambda import auto_lambda
+from mtl_optax._src.methods.adatask import AdaTaskState
+from mtl_optax._src.methods.adatask import adatask
 from mtl_optax._src.methods.cosmos import cosmos_value
 from mtl_optax._src.methods.dwa import DWAState
 from mtl_optax._src.methods.excess_mtl import ExcessMTLState
 from mtl_optax._src.methods.excess_mtl import excess_mtl
 from mtl_optax._src.methods.famo import FAMOState
+from mtl_optax._src.methods.go4align import GO4AlignState
 from mtl_optax._src.methods.graddrop import GradDropState
 from mtl_optax._src.methods.graddrop import graddrop
 from mtl_optax._src.methods.gradient_ema import GradientEmaState
 from mtl_optax._src.methods.gradient_ema import gradient_ema
 from mtl_optax._src.methods.gradnorm import GradNormState
 from mtl_optax._src.methods.gradvac import GradVacState
+from mtl_optax._src.methods.igb import IGBState
 from mtl_optax._src.methods.imtl import IMTLState
 from mtl_optax._src.methods.log_scaling import log_scaling
+from mtl_optax._src.methods.m_config import MConFIGState
+from mtl_optax._src.methods.m_config import m_config
+from mtl_optax._src.methods.metabalance import MetaBalanceState
 from mtl_optax._src.methods.moco import MoCoState
 from mtl_optax._src.methods.moco import moco
 from mtl_optax._src.methods.modo import MoDoState
+from mtl_optax._src.methods.mtadam import MTAdamState
+from mtl_optax._src.methods.mtadam import mtadam
 from mtl_optax._src.methods.nash_mtl import NashMTLState
 from mtl_optax._src.methods.normalize_task_grads import normalize_task_grads
 from mtl_optax._src.methods.pbi import pbi_value
@@ -75,16 +86,20 @@ fairgrad = balancer_factory(weightings.fairgrad)
 famo = balancer_factory(weightings.famo)
 fixed_weighting = balancer_factory(weightings.fixed_weighting)
 gls = balancer_factory(weightings.gls)
+go4align = balancer_factory(weightings.go4align)
 gradnorm = balancer_factory(weightings.gradnorm)
+igb = balancer_factory(weightings.igb)
 imtl = balancer_factory(weightings.imtl)
 krum = balancer_factory(weightings.krum)
 logse = balancer_factory(weightings.logse)
 max_norm_weighting = balancer_factory(weightings.max_norm_weighting)
+metabalance = balancer_factory(weightings.metabalance)
 mgda = balancer_factory(weightings.mgda)
 nash_mtl = balancer_factory(weightings.nash_mtl)
 pbi = balancer_factory(weightings.pbi)
 pcd = balancer_factory(weightings.pcd)
 pcgrad = balancer_factory(weightings.pcgrad)
+pmgda = balancer_factory(weightings.pmgda)
 rlw = balancer_factory(weightings.rlw)
 smoothed = balancer_factory(weightings.smoothed)
 stch = balancer_factory(weightings.stch)
@@ -95,19 +110,26 @@ modo = cross_balancer_factory(weightings.modo)
 sdmgrad = cross_balancer_factory(weightings.sdmgrad)
 
 __all__ = [
+    'AdaTaskState',
+    'AutoLambdaState',
     'BalancerState',
     'DBMTLState',
     'DWAState',
     'ExcessMTLState',
     'FAMOState',
+    'GO4AlignState',
     'GradDropState',
     'GradNormState',
     'GradVacState',
     'GradientEmaState',
+    'IGBState',
     'IMTLState',
     'LossBalancer',
+    'MConFIGState',
+    'MetaBalanceState',
     'MoCoState',
     'MoDoState',
+    'MTAdamState',
     'NashMTLState',
     'PCDState',
     'PCGradState',
@@ -121,6 +143,8 @@ __all__ = [
     'Weighting',
     'WeightsState',
     'aligned_mtl',
+    'adatask',
+    'auto_lambda',
     'balancer',
     'balancer_factory',
     'cagrad',
@@ -140,27 +164,33 @@ __all__ = [
     'famo',
     'fixed_weighting',
     'gls',
+    'go4align',
     'graddrop',
     'gradient_ema',
     'gradnorm',
     'gradvac',
     'gramian',
+    'igb',
     'imtl',
     'krum',
     'last_weights',
     'log_scaling',
     'logse',
+    'm_config',
     'max_norm_weighting',
+    'metabalance',
     'mgda',
     'min_norm_weights',
     'moco',
     'modo',
+    'mtadam',
     'nash_mtl',
     'normalize_task_grads',
     'pbi',
     'pbi_value',
     'pcd',
     'pcgrad',
+    'pmgda',
     'representation_balanced_grads',
     'rlw',
     'sdmgrad',

@@ -16,6 +16,8 @@ weights are the min-norm point of the convex hull (the suite checks KKT).
 import re
 from typing import Any, Callable, NamedTuple
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 
@@ -37,6 +39,13 @@ class Method(NamedTuple):
   make_weighting: Callable[..., Any] | None = None  # when not by name
   stacked_only: bool = False  # not a weighting even if its name is one
   min_tasks: int = 1  # the smallest T the method accepts (e.g. Krum's f + 3)
+  # The transformation is the whole optimizer (MTAdam, AdaTask): its output
+  # is the parameter update, so nothing is chained after it and it takes a
+  # learning_rate of its own.
+  replaces_optimizer: bool = False
+  # Offered by the benchmark trainer (mtl_bench: `--method NAME`, `--compare
+  # all`); False for the variants that exist for the tests only.
+  benchmark: bool = True
 
   def make(self, num_tasks: int, **overrides):
     return self.factory(num_tasks, **{**self.kwargs, **overrides})
@@ -74,11 +83,32 @@ def _task_tensioner_upgrad(num_tasks, *, alpha=0.3, period=1,
                             task_specific=task_specific)
 
 
-def _normalized_mgda(num_tasks, *, mode='l2', loss_floor=1e-8,
+def _auto_lambda_on_training_grads(num_tasks, *, learning_rate=1e-4,
+                                   weight_init=0.1, task_specific=None):
+  """Auto-Lambda with the training batch as its validation batch.
+
+  ``val_grads`` is ``Σ_t g_t``, the gradient of every task's loss on the
+  batch being trained on (every task primary): the suite and the trainer
+  pass no validation batch. The authors' code draws its validation batch
+  from the training set too, in another order.
+  """
+  tx = mtl.auto_lambda(num_tasks, learning_rate=learning_rate,
+                       weight_init=weight_init, task_specific=task_specific)
+
+  def update(task_grads, state, params=None, **extra_args):
+    extra_args.pop('val_grads', None)
+    val_grads = jax.tree.map(lambda leaf: jnp.sum(leaf, axis=0), task_grads)
+    return tx.update(task_grads, state, params, val_grads=val_grads,
+                     **extra_args)
+
+  return optax.GradientTransformationExtraArgs(tx.init, update)
+
+
+def _normalized_mgda(num_tasks, *, normalization='l2', loss_floor=1e-8,
                      task_specific=None):
   """The pre-transform in front of a balancer: MGDA on normalised gradients."""
   return optax.chain(
-      mtl.normalize_task_grads(num_tasks, mode, loss_floor=loss_floor,
+      mtl.normalize_task_grads(num_tasks, normalization, loss_floor=loss_floor,
                                task_specific=task_specific),
       mtl.mgda(num_tasks, task_specific=task_specific))
 
@@ -123,12 +153,12 @@ METHODS = [
     # 1/c, so the update is scale-invariant, not scale-linear (as FairGrad).
     Method('nash_mtl', mtl.nash_mtl, {'max_norm': 0.0}, False,
            _props(NON_CONFLICTING, PERMUTATION_INVARIANT)),
-    Method('gradvac', mtl.gradvac, {'beta': 0.01}, False,
+    Method('gradvac', mtl.gradvac, {'target_rate': 0.01}, False,
            _props(SCALE_LINEAR)),
     # One target per parameter leaf and pair (LibMTL's all_matrix).
     # Per-leaf targets need per-leaf Gramians: a transformation, not a
     # weighting of one Gramian.
-    Method('gradvac.leaf', mtl.gradvac, {'beta': 0.01, 'group': 'leaf'},
+    Method('gradvac.leaf', mtl.gradvac, {'target_rate': 0.01, 'group': 'leaf'},
            False, _props(SCALE_LINEAR), stacked_only=True),
     Method('graddrop', mtl.graddrop, {'leak': 0.0}, False,
            _props(PERMUTATION_INVARIANT, SCALE_LINEAR)),
@@ -140,6 +170,11 @@ METHODS = [
     Method('mgda.l2', mtl.mgda, {'normalization': 'l2'}, False,
            _props(PERMUTATION_INVARIANT, SCALE_LINEAR)),
     Method('mgda.loss+', mtl.mgda, {'normalization': 'loss+'}, True,
+           _props(PERMUTATION_INVARIANT, SCALE_LINEAR)),
+    # The paper's Frank-Wolfe (Algorithm 2) only approaches the min-norm
+    # point: no KKT or non-conflict promise.
+    Method('mgda.frank_wolfe', mtl.mgda,
+           {'normalization': 'none', 'solver': 'frank_wolfe'}, False,
            _props(PERMUTATION_INVARIANT, SCALE_LINEAR)),
     Method('central_direction', mtl.central_direction, {}, False,
            _props(NON_CONFLICTING, PERMUTATION_INVARIANT, SCALE_LINEAR)),
@@ -183,7 +218,7 @@ METHODS = [
     Method('stch', mtl.stch, {'mu': 1.0}, True,
            _props(PERMUTATION_INVARIANT, SCALE_LINEAR)),
     Method('stch.small_mu', mtl.stch, {'mu': 0.01}, True,
-           _props(PERMUTATION_INVARIANT, SCALE_LINEAR)),
+           _props(PERMUTATION_INVARIANT, SCALE_LINEAR), benchmark=False),
     Method('cosmos', mtl.cosmos, {'cosine_penalty': 1.0}, True,
            _props(PERMUTATION_INVARIANT, SCALE_LINEAR)),
     Method('pbi', mtl.pbi, {'theta': 5.0}, True,
@@ -191,35 +226,38 @@ METHODS = [
     # Scale-linear from the first step with warm-up (uniform weights, then
     # excess risks divided by a baseline of the same scale).
     Method('excess_mtl', mtl.excess_mtl,
-           {'robust_step_size': 1e-2, 'warmup_steps': 1}, False,
+           {'learning_rate': 1e-2, 'warmup_steps': 1}, False,
            _props(PERMUTATION_INVARIANT, SCALE_LINEAR)),
     # warmup_steps=0 steps with the raw excess risks: not scale-linear.
     Method('excess_mtl.no_warmup', mtl.excess_mtl,
-           {'robust_step_size': 1.0, 'warmup_steps': 0}, False,
-           _props(PERMUTATION_INVARIANT)),
+           {'learning_rate': 1.0, 'warmup_steps': 0}, False,
+           _props(PERMUTATION_INVARIANT), benchmark=False),
     # Unit gradients: the update does not scale with the gradients.
-    Method('moco', mtl.moco, {'beta': 0.5, 'gamma': 0.1}, True,
+    Method('moco', mtl.moco, {'tracking_rate': 0.5, 'learning_rate': 0.1},
+           True,
            _props(PERMUTATION_INVARIANT)),
     Method('moco.softmax', mtl.moco,
-           {'beta': 0.5, 'gamma': 0.1, 'weight_update': 'softmax'}, True,
+           {'tracking_rate': 0.5, 'learning_rate': 0.1,
+            'weight_update': 'softmax'}, True,
            _props(PERMUTATION_INVARIANT)),
     # Pre-transform + MGDA: MGDA is non-conflicting for the normalised
     # gradients, hence for the raw ones (positive factors). Unit gradients do
     # not depend on the scale; loss-normalised ones are linear in it.
-    Method('normalize_task_grads.l2+mgda', _normalized_mgda, {'mode': 'l2'},
+    Method('normalize_task_grads.l2+mgda', _normalized_mgda,
+           {'normalization': 'l2'},
            False, _props(NON_CONFLICTING, PERMUTATION_INVARIANT)),
     Method('normalize_task_grads.loss+mgda', _normalized_mgda,
-           {'mode': 'loss', 'loss_floor': 1e-8}, True,
+           {'normalization': 'loss', 'loss_floor': 1e-8}, True,
            _props(NON_CONFLICTING, PERMUTATION_INVARIANT, SCALE_LINEAR)),
     Method('normalize_task_grads.loss++mgda', _normalized_mgda,
-           {'mode': 'loss+'}, True,
+           {'normalization': 'loss+'}, True,
            _props(NON_CONFLICTING, PERMUTATION_INVARIANT)),
     # Run with one batch here (the suite passes no task_grads_2/3): the
     # weights then come from J Jᵀ, the deterministic variant.
     Method('sdmgrad', mtl.sdmgrad, {'lambda_': 0.3}, False,
            _props(PERMUTATION_INVARIANT, SCALE_LINEAR)),
     # One absolute step on the weights: not linear under scaling.
-    Method('modo', mtl.modo, {'gamma': 1e-3, 'rho': 0.1}, False,
+    Method('modo', mtl.modo, {'learning_rate': 1e-3, 'rho': 0.1}, False,
            _props(PERMUTATION_INVARIANT)),
     # eps=0: the default ε = 1e-8 in the norms' moving average is what keeps
     # PCD from being exactly linear under scaling. Task 1 is the primary one:
@@ -233,6 +271,47 @@ METHODS = [
            False, _props(PERMUTATION_INVARIANT, SCALE_LINEAR), min_tasks=3),
     Method('trimmed_mean', mtl.trimmed_mean, {'trim_number': 1}, False,
            _props(PERMUTATION_INVARIANT, SCALE_LINEAR), min_tasks=3),
+    # Task 0 is the target: not permutation-invariant. Norm ratios do not
+    # change with the scale.
+    Method('metabalance', mtl.metabalance,
+           {'relax_factor': 0.7, 'beta': 0.9}, False, _props(SCALE_LINEAR)),
+    # base_steps=1: the suite's second step already uses the softmax.
+    Method('igb', mtl.igb, {'base_steps': 1, 'loss_floor': 1e-8}, True,
+           _props(PERMUTATION_INVARIANT, SCALE_LINEAR)),
+    Method('go4align', mtl.go4align,
+           {'num_groups': 2, 'learning_rate': 1e-4}, True,
+           _props(PERMUTATION_INVARIANT, SCALE_LINEAR)),
+    # Adam on J g_val: scale-linear up to Adam's ε.
+    Method('auto_lambda', _auto_lambda_on_training_grads,
+           {'learning_rate': 1e-4, 'weight_init': 0.1}, False,
+           _props(PERMUTATION_INVARIANT, SCALE_LINEAR)),
+    # Whole optimizers (their output is −η times Adam-like steps): invariant
+    # to the gradients' scale, not linear in it. MTAdam's anchor is task 0.
+    Method('mtadam', mtl.mtadam, {'learning_rate': 1e-3}, False, _props(),
+           replaces_optimizer=True),
+    Method('adatask', mtl.adatask, {'learning_rate': 1e-3}, False,
+           _props(PERMUTATION_INVARIANT), replaces_optimizer=True),
+    # The entry moves every momentum at every step: with the paper's round
+    # robin (the option, and the factory's default) the output is zero until
+    # every task has a momentum, T steps, so one step would test nothing.
+    # The promises are the default's: the round robin depends on the tasks'
+    # order (update_all_tasks=True is permutation-invariant, which
+    # tests/test_m_config.py checks) and the Adam-like scaling makes the
+    # output scale-invariant.
+    Method('m_config', mtl.m_config,
+           {'b1': 0.9, 'b2': 0.999, 'update_all_tasks': True}, False,
+           _props()),
+    Method('m_config.round_robin', mtl.m_config, {'b1': 0.9, 'b2': 0.999},
+           False, _props()),
+    # One target per layer (key path without its last key) and pair:
+    # LibMTL's all_layer.
+    Method('gradvac.layer', mtl.gradvac, {'target_rate': 0.01, 'group': 'layer'},
+           False, _props(SCALE_LINEAR), stacked_only=True),
+    # The correction step mixes unit vectors: not linear under scaling.
+    # Permutation-invariant with the default (uniform) preference where the
+    # linear program's optimum is unique (generic gradients).
+    Method('pmgda', mtl.pmgda, {'h_tol': 1e-2, 'sigma': 0.95}, True,
+           _props(PERMUTATION_INVARIANT)),
     # New methods above this line, one Method(...) each.
 ]
 

@@ -23,18 +23,22 @@ from mtl_optax._src.methods.fairgrad import fairgrad
 from mtl_optax._src.methods.famo import famo
 from mtl_optax._src.methods.fixed_weighting import fixed_weighting
 from mtl_optax._src.methods.gls import gls
+from mtl_optax._src.methods.go4align import go4align
 from mtl_optax._src.methods.gradnorm import gradnorm
 from mtl_optax._src.methods.gradvac import gradvac
+from mtl_optax._src.methods.igb import igb
 from mtl_optax._src.methods.imtl import imtl
 from mtl_optax._src.methods.krum import krum
 from mtl_optax._src.methods.logse import logse
 from mtl_optax._src.methods.max_norm_weighting import max_norm_weighting
+from mtl_optax._src.methods.metabalance import metabalance
 from mtl_optax._src.methods.mgda import mgda
 from mtl_optax._src.methods.modo import modo
 from mtl_optax._src.methods.nash_mtl import nash_mtl
 from mtl_optax._src.methods.pbi import pbi
 from mtl_optax._src.methods.pcd import pcd
 from mtl_optax._src.methods.pcgrad import pcgrad
+from mtl_optax._src.methods.pmgda import pmgda
 from mtl_optax._src.methods.rlw import rlw
 from mtl_optax._src.methods.sdmgrad import sdmgrad
 from mtl_optax._src.methods.smoothed import smoothed
@@ -56,18 +60,22 @@ __all__ = [
     'famo',
     'fixed_weighting',
     'gls',
+    'go4align',
     'gradnorm',
     'gradvac',
+    'igb',
     'imtl',
     'krum',
     'logse',
     'max_norm_weighting',
+    'metabalance',
     'mgda',
     'modo',
     'nash_mtl',
     'pbi',
     'pcd',
     'pcgrad',
+    'pmgda',
     'rlw',
     'sdmgrad',
     'smoothed',

@@ -219,3 +219,57 @@ def pcgrad_weights(gram, orders):
         coefficients[other] -= inner / gram[other, other]
     total += coefficients
   return total
+
+
+def _ternary_minimum(objective, low=0.0, high=1.0, iters=200):
+  """Minimiser of a convex function of one variable on [low, high]."""
+  for _ in range(iters):
+    third = (high - low) / 3
+    if objective(low + third) <= objective(high - third):
+      high -= third
+    else:
+      low += third
+  return 0.5 * (low + high)
+
+
+def cagrad_direction_by_search(jacobian, c, zero_rtol=1e-9):
+  """CAGrad's update for T <= 3 by nested ternary search on the dual, float64.
+
+  Independent of the root search of :func:`cagrad_dual` (and of its lower
+  end, which is what degenerate gradients test): the dual
+  ``F(w) = g_wᵀg_0 + c‖g_0‖‖g_w‖`` is convex on the simplex, and so is its
+  inner minimum in the outer variable. ``d = g_0 + c‖g_0‖ g_w/‖g_w‖``, or
+  ``g_0`` when the minimiser has ``‖g_w‖ <= zero_rtol · max_t ‖g_t‖``
+  (the library's convention for ``g_w* = 0``). Returns ``(d, F*)``.
+  """
+  jacobian = np.asarray(jacobian, np.float64)
+  num_tasks = len(jacobian)
+  mean = jacobian.mean(axis=0)
+  radius = c * np.linalg.norm(mean)
+
+  def objective(weights):
+    combined = weights @ jacobian
+    return combined @ mean + radius * np.linalg.norm(combined)
+
+  if num_tasks == 1:
+    weights = np.ones(1)
+  elif num_tasks == 2:
+    share = _ternary_minimum(lambda s: objective(np.array([1 - s, s])))
+    weights = np.array([1 - share, share])
+  elif num_tasks == 3:
+    def point(first, share):
+      return np.array([first, (1 - first) * share, (1 - first) * (1 - share)])
+
+    def inner(first):
+      return _ternary_minimum(lambda s: objective(point(first, s)), iters=120)
+
+    first = _ternary_minimum(lambda f: objective(point(f, inner(f))),
+                             iters=120)
+    weights = point(first, inner(first))
+  else:
+    raise ValueError('T <= 3 only')
+  combined = weights @ jacobian
+  norm = np.linalg.norm(combined)
+  if norm <= zero_rtol * np.linalg.norm(jacobian, axis=1).max():
+    return mean, objective(weights)
+  return mean + radius * combined / norm, objective(weights)

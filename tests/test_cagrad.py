@@ -161,3 +161,26 @@ def test_invalid_arguments_are_rejected():
     mtl.cagrad(2, rescale='sum')
   with pytest.raises(ValueError, match='max_iters'):
     mtl.cagrad(2, max_iters=0)
+
+
+def test_opposite_collinear_gradients_issue_24():
+  # Issue 24: T = 2, g_2 = −0.5 g_1, c = 0.5. Hand derivation: with
+  # w = (1 − s, s), g_w = (1 − 1.5 s) g_1 ranges over [−0.5, 1]·g_1; g_0 =
+  # 0.25 g_1, r = c‖g_0‖ = 0.125 ‖g_1‖, so (‖g_1‖ = 1 units)
+  # F = 0.25 u + 0.125 |u| for g_w = u g_1, minimised at u = −0.5 (F =
+  # −0.0625 < 0: not at g_w = 0). d = g_0 + r g_w/‖g_w‖ = 0.25 g_1 − 0.125 g_1
+  # = 0.125 g_1 (TorchJD, LibMTL and a float64 solve agree, issue 24); the
+  # solver used to return g_0 = 0.25 g_1.
+  g1 = np.array([1.0, 2.0, -0.5], np.float32)
+  update, state = _update(2)(np.stack([g1, -0.5 * g1]))
+  np.testing.assert_allclose(update, 0.125 * g1, rtol=1e-5)
+  # Weights: 1/2 + λ w* with w* = e_2, λ = 0.125 / 0.5 = 0.25.
+  np.testing.assert_allclose(state.weights, [0.5, 0.75], rtol=1e-5)
+  # Same family, norms four decades apart: g_2 = −1e-4 g_1, so u ranges
+  # over [−1e-4, 1], g_0 = 0.49995 g_1, r = 0.249975, d = g_0 − r g_1 =
+  # 0.249975 g_1.
+  update, _ = _update(2)(np.stack([g1, np.float32(-1e-4) * g1]))
+  np.testing.assert_allclose(update, 0.249975 * g1, rtol=1e-4)
+  # c = 2 > 1: F = 0.25 u + 0.5 |u| >= 0, minimum at g_w = 0, d = g_0.
+  update, _ = _update(2, c=2.0)(np.stack([g1, -0.5 * g1]))
+  np.testing.assert_allclose(update, 0.25 * g1, rtol=1e-5)

@@ -362,3 +362,29 @@ def test_config_matches_its_definition_and_has_equal_positive_cosines(seed):
   # another CPU code generation).
   np.testing.assert_allclose(cosines, cosines[0], rtol=2e-4)
   assert cosines[0] > 0
+
+
+def test_config_on_two_dependent_rows_issue_24():
+  # Float64 by hand. Parallel rows g_2 = 3 g_1: U = [u; u] (u = g_1/‖g_1‖),
+  # U⁺1 = u, so d = (‖g_1‖ + 3‖g_1‖) u = 4 g_1. Opposite rows g_2 = −k g_1:
+  # U = [u; −u], U⁺ = [u, −u]/2, U⁺1 = 0: the direction ĝ_u is undefined and
+  # d = 0 (TorchJD's normalize(0) gives 0 too). Before, float32 rounding
+  # of the eigenvectors chose a direction: k = 3 gave d = −2 g_1, k = 0.5 gave
+  # 0; TorchJD on float64 rows rounded from float32 keeps a singular value
+  # of ~1e-16 relative and also returns a rounding direction (issue 24's
+  # factor 5.5e3). Both k must give exactly 0.
+  g1 = np.array([0.3, -1.2, 2.0, 0.7], np.float32)
+
+  def update(jacobian):
+    tx = mtl.config(2)
+    return np.asarray(tx.update(jnp.asarray(jacobian, jnp.float32),
+                                tx.init(jnp.zeros(4)))[0], np.float64)
+
+  np.testing.assert_allclose(update(np.stack([g1, 3 * g1])), 4 * g1,
+                             rtol=1e-5)
+  for k in (3.0, 0.5, 1.0):
+    np.testing.assert_array_equal(update(np.stack([g1, -k * g1])), 0.0)
+  # Independent rows are untouched by the rule: J = diag(1, 3) gives
+  # g_u = (1, 1) and d = (1 + 3)/√2 · (1, 1)/√2 = (2, 2).
+  np.testing.assert_allclose(update(np.array([[1.0, 0, 0, 0], [0, 3.0, 0, 0]])),
+                             [2.0, 2.0, 0.0, 0.0], rtol=1e-6)

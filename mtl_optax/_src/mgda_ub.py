@@ -35,7 +35,9 @@ def representation_balanced_grads(
   4. ``∇_θ = pullback(c)`` (one backward through the encoder), i.e. the
      gradient of ``Σ_t w_t L_t`` with the weights held fixed.
 
-  Any balancer works: ``mgda`` gives MGDA-UB, and ``central_direction``,
+  Any balancer works: ``mgda`` gives MGDA-UB (``mgda(T,
+  solver='frank_wolfe')`` with the paper's own Frank-Wolfe solver,
+  Algorithm 2, instead of the exact default), and ``central_direction``,
   ``task_tensioner`` or a loss-level weighting use the same ``∇_z`` Gramian
   (METHODS.md, MGDA-UB). Build the balancer with ``task_specific=None``: every
   leaf of ``z`` is shared. Its ``update`` must return the combination

@@ -1,10 +1,8 @@
 """CAGrad: the best worst-case improvement in a ball around the mean gradient."""
 
 import jax
-import jax.numpy as jnp
 
 from mtl_optax._src import base
-from mtl_optax._src import numerics
 from mtl_optax._src.solvers import cagrad_dual
 
 RESCALES = ('none', 'one_plus_c_squared', 'one_plus_c')
@@ -53,6 +51,10 @@ def cagrad(
   or ``1 + c`` (``rescale='one_plus_c_squared'`` / ``'one_plus_c'``). When
   ``g_w* = 0`` (a zero-norm task, or a Pareto-stationary point with ``c``
   large), the direction of the correction is undefined and ``d = g_0``.
+  When the hull contains 0 with ``c < 1`` (e.g. opposite gradients), the
+  minimiser is not 0 but the far end of the hull: on ``g_2 = −0.5 g_1``,
+  ``c = 0.5``, ``g_w* = −0.5 g_1`` and ``d = 0.25 g_1 − 0.125 g_1 =
+  0.125 g_1`` (TorchJD and LibMTL agree).
   With ``T = 1``, ``d = (1 + c) g_1``. The weights depend on the directions
   only, so ``d`` is linear in the gradients' scale.
 
@@ -88,12 +90,10 @@ def cagrad(
   base.check_range('tol', tol, 0.0, low_open=True)
 
   def weigh(stats, state):
-    gram = stats.gram  # The weights ignore the scale: both terms are ∝ ‖g‖².
-    dual = solve_dual(gram, c, max_iters=max_iters, tol=tol)
-    mean_norm = numerics.safe_sqrt(jnp.mean(gram))  # ‖g_0‖.
-    combined_norm = numerics.safe_sqrt(dual @ gram @ dual)  # ‖g_w*‖.
-    step = numerics.safe_div(c * mean_norm, combined_norm)  # √φ / ‖g_w*‖.
-    weights = 1.0 / stats.num_tasks + step * dual  # d = g_0 + (√φ/‖g_w‖) g_w.
+    # The weights ignore the scale: both terms of the dual are ∝ ‖g‖².
+    # d = g_0 + (√φ/‖g_w*‖) g_w*, or g_0 when the dual's minimum is g_w* = 0.
+    weights = cagrad_dual.update_weights(stats.gram, c, max_iters=max_iters,
+                                         tol=tol)
     if rescale == 'one_plus_c_squared':
       weights = weights / (1.0 + c ** 2)
     elif rescale == 'one_plus_c':

@@ -7,8 +7,9 @@ from mtl_optax._src.solvers.min_norm import central_direction_weights
 
 def central_direction(
     *,
-    max_iters: int = min_norm.DEFAULT_MAX_ITERS,
-    tol: float = min_norm.DEFAULT_TOL,
+    max_iters: int | None = None,
+    tol: float | None = None,
+    solver: str = 'wolfe',
 ) -> base.Weighting:
   r"""Central direction: equal angles with every task, inside the gradients' hull.
 
@@ -32,8 +33,13 @@ def central_direction(
   ``w = [1]``.
 
   Args:
-    max_iters: Python int >= 1, the min-norm solver's iteration cap (T > 2).
-    tol: >= 0, the solver's relative duality-gap tolerance.
+    max_iters: Python int >= 1, the min-norm solver's iteration cap (T > 2);
+      None: the solver's default.
+    tol: >= 0, the min-norm solver's tolerance (:func:`mgda`); None: the
+      solver's default.
+    solver: the min-norm solver of eq. 4.6, ``'wolfe'`` (exact, the
+      default) or ``'frank_wolfe'`` (the MGDA paper's Algorithm 2, see
+      :func:`mgda`).
 
   Returns:
     A stateless :class:`Weighting` of the Gramian. It needs no losses.
@@ -49,12 +55,15 @@ def central_direction(
     >>> updates  # Equal angles (45°) with both gradients.
     Array([0.8, 0.8], dtype=float32)
   """
-  base.check_positive_int('max_iters', max_iters)
-  base.check_range('tol', tol, 0.0)
+  if max_iters is not None:
+    base.check_positive_int('max_iters', max_iters)
+  if tol is not None:
+    base.check_range('tol', tol, 0.0)
+  base.check_choice('solver', solver, min_norm.SOLVERS)
 
   def weigh(stats, state):
     weights = central_direction_weights(stats.gram, max_iters=max_iters,
-                                        tol=tol)
+                                        tol=tol, solver=solver)
     return weights, state
 
   return base.Weighting(weigh=weigh, name='central_direction')

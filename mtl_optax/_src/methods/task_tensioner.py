@@ -87,7 +87,8 @@ def tensioned_weights(gram: jax.Array, scale: jax.Array, weights: jax.Array,
   return weights + step * tension / scale
 
 
-def _shortcut(base: str, max_iters: int, tol) -> base_lib.Weighting:
+def _shortcut(base: str, max_iters: int | None, tol,
+              solver: str) -> base_lib.Weighting:
   """The base weighting a string names, built on the min-norm solver.
 
   Both are stateless and read the Gramian only: the min-norm point of the raw
@@ -95,22 +96,24 @@ def _shortcut(base: str, max_iters: int, tol) -> base_lib.Weighting:
   (eqs. 4.6–4.7). They are the solver functions themselves, not the MGDA and
   central-direction methods, so that no method imports another.
   """
-  solver = {'mgda': min_norm.min_norm_weights,
+  solve = {'mgda': min_norm.min_norm_weights,
             'central_direction': min_norm.central_direction_weights}[base]
 
   def weigh(stats, state):
-    return solver(stats.gram, max_iters=max_iters, tol=tol), state
+    return solve(stats.gram, max_iters=max_iters, tol=tol,
+                 solver=solver), state
 
   return base_lib.Weighting(weigh=weigh, name=base)
 
 
-def _base_weighting(base: Any, max_iters: int, tol) -> base_lib.Weighting:
+def _base_weighting(base: Any, max_iters: int | None, tol,
+                    solver: str) -> base_lib.Weighting:
   if isinstance(base, base_lib.Weighting):
     # Any weighting: the tensioner computes the Gramian and reads the losses
     # anyway, so a loss-level base costs nothing more.
     return base
   if isinstance(base, str) and base in BASES:
-    return _shortcut(base, max_iters, tol)
+    return _shortcut(base, max_iters, tol, solver)
   raise ValueError(f'base must be one of {BASES} or a mtl.Weighting, got '
                    f'{base!r}.')
 
@@ -120,9 +123,10 @@ def task_tensioner(
     base: str | base_lib.Weighting = 'central_direction',
     alpha: float = 0.3,
     period: int = 10,
-    max_iters: int = min_norm.DEFAULT_MAX_ITERS,
-    tol: float = min_norm.DEFAULT_TOL,
+    max_iters: int | None = None,
+    tol: float | None = None,
     loss_floor: float = 1e-8,
+    solver: str = 'wolfe',
 ) -> base_lib.Weighting:
   r"""Task tensioners: bends a common direction towards the diverging tasks.
 
@@ -189,10 +193,13 @@ def task_tensioner(
     period: Python int >= 1, the thesis' ``T``, the number of steps in
       ``ζ``. Default 10, the thesis' choice (§5.2).
     max_iters: Python int >= 1, the min-norm solver's iteration cap (string
-      bases only).
-    tol: >= 0, the min-norm solver's relative duality-gap tolerance (string
-      bases only).
+      bases only); None: the solver's default.
+    tol: >= 0, the min-norm solver's tolerance (string bases only); None:
+      the solver's default.
     loss_floor: > 0, smallest loss used in ``log10(L_t)``.
+    solver: the min-norm solver of the string bases, ``'wolfe'`` (exact,
+      the default) or ``'frank_wolfe'`` (the MGDA paper's Algorithm 2, see
+      :func:`mgda`). A :class:`Weighting` base brings its own.
 
   Returns:
     A :class:`Weighting` of the Gramian with state
@@ -210,15 +217,19 @@ def task_tensioner(
     >>> updates
     Array([0.8, 0.8], dtype=float32)
     >>> updates, state = tx.update(grads, state, task_losses=losses)
-    >>> updates  # From step 3 on, task 2's larger loss pulls towards g_2.
-    Array([0.76812375, 0.9275049 ], dtype=float32)
+    >>> # From step 3 on, task 2's larger loss pulls towards g_2.
+    >>> [round(float(x), 4) for x in updates]
+    [0.7681, 0.9275]
   """
   base_lib.check_range('alpha', alpha, 0.0, 1.0)
   base_lib.check_positive_int('period', period)
-  base_lib.check_positive_int('max_iters', max_iters)
-  base_lib.check_range('tol', tol, 0.0)
+  if max_iters is not None:
+    base_lib.check_positive_int('max_iters', max_iters)
+  if tol is not None:
+    base_lib.check_range('tol', tol, 0.0)
   base_lib.check_range('loss_floor', loss_floor, 0.0, low_open=True)
-  base_weighting = _base_weighting(base, max_iters, tol)
+  base_lib.check_choice('solver', solver, min_norm.SOLVERS)
+  base_weighting = _base_weighting(base, max_iters, tol, solver)
 
   def init(num_tasks):
     return TaskTensionerState(

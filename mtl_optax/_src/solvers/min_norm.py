@@ -50,8 +50,9 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from mtl_optax._src import base
+from mtl_optax._src import validation
 from mtl_optax._src import numerics
+from mtl_optax._src.solvers import frank_wolfe
 from mtl_optax._src.solvers import scaling
 from mtl_optax._src.solvers.result import SolverResult
 
@@ -61,6 +62,11 @@ DEFAULT_TOL = 1e-8
 # below this many times that, it is rounding noise.
 ROUNDING = 16.0
 
+
+# The min-norm solvers a method can choose: Wolfe's method (this module, exact
+# after finitely many steps) and the MGDA paper's Frank-Wolfe (approaches the
+# optimum; :mod:`frank_wolfe`).
+SOLVERS = ('wolfe', 'frank_wolfe')
 
 # Refinement steps of each affine solve (each gains the digits that the
 # cosine matrix's condition allows).
@@ -79,8 +85,9 @@ class _LoopState(NamedTuple):
 def min_norm_weights(
     gram: jax.Array,
     *,
-    max_iters: int = DEFAULT_MAX_ITERS,
-    tol: float = DEFAULT_TOL,
+    max_iters: int | None = None,
+    tol: float | None = None,
+    solver: str = 'wolfe',
 ) -> jax.Array:
   r"""Weights of the min-norm point of the convex hull: ``argmin_{α∈Δ} αᵀGα``.
 
@@ -105,10 +112,15 @@ def min_norm_weights(
   Args:
     gram: ``[T, T]`` positive semi-definite Gramian ``G[i, j] = <g_i, g_j>``.
       Batch several with ``jax.vmap``.
-    max_iters: Python int >= 1, cap on the iterations for T > 2.
+    max_iters: Python int >= 1, cap on the iterations for T > 2 (None: the
+      solver's default, 2000 for Wolfe's method, 250 for Frank-Wolfe).
     tol: >= 0, a task outside the support joins it only if it lowers
       ``(Gα)_t`` below ``αᵀGα`` by more than ``tol · αᵀGα`` plus its rounding
-      error; when none does, the weights are optimal.
+      error; when none does, the weights are optimal (None: 1e-8). For
+      Frank-Wolfe, the ℓ1 change of ``α`` below which it stops (None: 1e-5).
+    solver: ``'wolfe'`` (this method, exact) or ``'frank_wolfe'`` (the MGDA
+      paper's Algorithm 2, which only approaches the minimiser; see
+      :mod:`frank_wolfe`).
 
   Returns:
     ``[T]`` weights on the simplex, float32 (float64 for a float64 ``gram``).
@@ -124,7 +136,26 @@ def min_norm_weights(
     ...                   atol=1e-6))
     True
   """
-  return solve(gram, max_iters=max_iters, tol=tol).weights
+  return solve_with(solver, gram, max_iters=max_iters, tol=tol).weights
+
+
+def solve_with(solver: str, gram: jax.Array, *, max_iters: int | None = None,
+               tol: float | None = None,
+               active: jax.Array | None = None) -> SolverResult:
+  """The min-norm problem solved by ``solver`` (one of :data:`SOLVERS`).
+
+  ``max_iters`` and ``tol`` of None take the chosen solver's defaults.
+  """
+  validation.check_choice('solver', solver, SOLVERS)
+  if solver == 'frank_wolfe':
+    return frank_wolfe.solve(
+        gram, active=active,
+        max_iters=frank_wolfe.DEFAULT_MAX_ITERS if max_iters is None
+        else max_iters,
+        tol=frank_wolfe.DEFAULT_TOL if tol is None else tol)
+  return solve(gram, active=active,
+               max_iters=DEFAULT_MAX_ITERS if max_iters is None else max_iters,
+               tol=DEFAULT_TOL if tol is None else tol)
 
 
 def solve(
@@ -157,7 +188,7 @@ def solve(
     raise ValueError(
         f'gram must be a square [T, T] matrix (use jax.vmap for a batch), '
         f'got shape {gram.shape}.')
-  base.check_positive_int('max_iters', max_iters)
+  validation.check_positive_int('max_iters', max_iters)
   _check_tol(tol)
   num_tasks = gram.shape[0]
   dtype = jnp.promote_types(gram.dtype, jnp.float32)
@@ -183,7 +214,7 @@ def solve(
 
 
 def _check_tol(tol) -> None:
-  # Not base.check_range: this runs inside jit, where jnp ops on a Python float
+  # Not validation.check_range: this runs inside jit, where jnp ops on a Python float
   # are traced. A traced tol (inject_hyperparams) is not checked.
   if isinstance(tol, (int, float)) and not (math.isfinite(tol) and tol >= 0):
     raise ValueError(f'tol must be a finite number >= 0, got {tol!r}.')
@@ -427,8 +458,9 @@ def _wolfe(gram, active, max_iters, tol, linear=None,
 def central_direction_weights(
     gram: jax.Array,
     *,
-    max_iters: int = DEFAULT_MAX_ITERS,
-    tol: float = DEFAULT_TOL,
+    max_iters: int | None = None,
+    tol: float | None = None,
+    solver: str = 'wolfe',
 ) -> jax.Array:
   """``[T]`` simplex weights of the central direction, from the Gramian alone.
 
@@ -439,14 +471,15 @@ def central_direction_weights(
   solve it (the central direction and the task tensioner's default base).
   Only ratios of ``G`` matter. Tasks with a zero gradient are left out of the
   problem and get weight 0; if every gradient is zero the weights are
-  ``1/T``.
+  ``1/T``. ``solver``, ``max_iters`` and ``tol`` are those of
+  :func:`min_norm_weights`.
   """
   num_tasks = gram.shape[0]
   unit_gram, norms = scaling.cosine_gram(gram)  # Ĝ[i, j] = <g_i/n_i, g_j/n_j>.
   nonzero = norms > 0
   inverse_norms = numerics.safe_div(1.0, norms)
-  unit_weights = solve(  # k*, eq. 4.6.
-      unit_gram, max_iters=max_iters, tol=tol, active=nonzero).weights
+  unit_weights = solve_with(  # k*, eq. 4.6.
+      solver, unit_gram, max_iters=max_iters, tol=tol, active=nonzero).weights
   raw_weights = unit_weights * inverse_norms  # k_t / n_t, eq. 4.7.
   # γ = (Σ_t k_t / n_t)^{-1} puts v in the convex hull of the raw gradients.
   return numerics.safe_div(raw_weights, jnp.sum(raw_weights),
