@@ -4,12 +4,17 @@ Build with ``sphinx-build -W -b html docs docs/_build/html``. The API pages
 under ``docs/api/`` are written here, at configuration time, from
 ``mtl_optax.__all__`` (and ``mtl_optax.weightings.__all__`` when that module
 exists), so a new public name gets its page without editing the docs.
+MathJax is served from the built site (``_static/mathjax/``, copied from the
+``django-static-mathjax`` package of the docs extra), so the pages typeset
+their math offline; ``tests/test_docs_build.py`` checks it.
 """
 
 import importlib
+import importlib.metadata
 import inspect
 import pathlib
 import re
+import shutil
 import sys
 
 DOCS = pathlib.Path(__file__).resolve().parent
@@ -48,6 +53,56 @@ napoleon_use_ivar = True
 
 html_theme = 'furo'
 html_title = f'mtl_optax {release}'
+
+# --------------------------------------------------------------------------
+# MathJax, served from the built site instead of a CDN.
+#
+# The assets come from the `django-static-mathjax` wheel (the docs extra):
+# MathJax 3.2.2 and nothing else, no dependencies (its Django integration is
+# one empty `mathjax/__init__.py`, never imported here). MathJax 3 reads the
+# `\(..\)` and `\[..\]` delimiters that Sphinx writes around the math of
+# MyST's `$..$`, `$$..$$` and amsmath blocks without any configuration.
+
+MATHJAX_DIST = 'django-static-mathjax'
+MATHJAX_ENTRY = 'tex-chtml.js'  # TeX in, HTML with web fonts out.
+mathjax_path = f'mathjax/{MATHJAX_ENTRY}'  # relative: under _static/
+
+# Of MathJax's `es5/` tree the site needs the entry point, the CHTML output
+# and its fonts, the TeX extensions it autoloads (\boldsymbol, ...), and
+# the menu's accessibility parts; the other combined entry points, SVG,
+# MathML and AsciiMath are left out (23 MB -> 7 MB).
+_MATHJAX_UNUSED = {
+    'mml-chtml.js', 'mml-svg.js', 'node-main.js', 'tex-chtml-full.js',
+    'tex-chtml-full-speech.js', 'tex-mml-chtml.js', 'tex-mml-svg.js',
+    'tex-svg.js', 'tex-svg-full.js', 'svg', 'svg.js', 'mml', 'mml.js',
+    'asciimath.js', 'adaptors'}
+
+
+def mathjax_assets() -> pathlib.Path:
+  """MathJax's `es5/` directory in the installed wheel, found from the
+  wheel's metadata (nothing is imported)."""
+  try:
+    dist = importlib.metadata.distribution(MATHJAX_DIST)
+  except importlib.metadata.PackageNotFoundError:
+    dist = None
+  es5 = (pathlib.Path(dist.locate_file('mathjax/static/mathjax/es5'))
+         if dist is not None else None)
+  if es5 is None or not (es5 / MATHJAX_ENTRY).is_file():
+    raise RuntimeError(
+        f'The docs serve MathJax from the {MATHJAX_DIST!r} package, which '
+        'is not installed: pip install -e ".[docs]"')
+  return es5
+
+
+def _copy_mathjax(app, exception) -> None:
+  """Copies MathJax into `_static/mathjax/` once the HTML is written."""
+  if exception is not None or app.builder.format != 'html':
+    return
+  es5 = mathjax_assets()
+  target = pathlib.Path(app.outdir) / '_static' / 'mathjax'
+  shutil.copytree(es5, target, dirs_exist_ok=True,
+                  ignore=lambda _, names: _MATHJAX_UNUSED & set(names))
+  shutil.copy2(es5.parent / 'LICENSE', target / 'LICENSE')
 
 # --------------------------------------------------------------------------
 # API pages, generated from __all__.
@@ -163,4 +218,6 @@ def _escape_lone_letters(app, what, name, obj, options, lines):
 
 
 def setup(app):
+  mathjax_assets()  # Fails early, before reading a page.
   app.connect('autodoc-process-docstring', _escape_lone_letters)
+  app.connect('build-finished', _copy_mathjax)

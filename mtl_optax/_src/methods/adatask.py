@@ -13,7 +13,8 @@ from mtl_optax._src import numerics
 
 class AdaTaskState(NamedTuple):
   """State of :func:`adatask`: 2 T x P floats for P shared parameters."""
-  count: jax.Array  # shape=(), dtype=int32; finite updates so far,
+  count: jax.Array  # type: ignore[assignment]  # (shadows tuple.count)
+  # shape=(), dtype=int32; finite updates so far,
   # saturating
   mu: tuple  # one [T, *leaf.shape] array per shared leaf, in the leaf's
   # dtype promoted to float32: m_t, each task's first moment

@@ -83,6 +83,7 @@ def _task_dots(task_leaves: list, val_leaves: list) -> tuple[jax.Array,
     total = dots if total is None else total + dots
   # Task-sharded gradients give a task-sharded [T] vector: the weights must
   # be replicated before they contract with the gradients.
+  assert total is not None  # check_shared: at least one leaf.
   total = gramian_lib.replicated(total)
   finite = numerics.all_finite(total, task_scale, val_scale)
   # One factor at a time: a zero product stays 0 (never 0 · inf).

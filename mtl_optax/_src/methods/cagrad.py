@@ -84,7 +84,7 @@ def cagrad(
   """
   base.check_range('c', c, 0.0)
   if not isinstance(rescale, bool) and rescale in (0, 1, 2):
-    rescale = RESCALES[rescale]  # LibMTL's rescale codes 0, 1, 2.
+    rescale = RESCALES[int(rescale)]  # LibMTL's rescale codes 0, 1, 2.
   base.check_choice('rescale', rescale, RESCALES)
   base.check_positive_int('max_iters', max_iters)
   base.check_range('tol', tol, 0.0, low_open=True)

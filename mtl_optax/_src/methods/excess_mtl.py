@@ -23,7 +23,8 @@ class ExcessMTLState(NamedTuple):
   # each task's (0 until set)
   warmup_sum: jax.Array  # shape=[T], dtype=float32; sum of warm-up excess
   # risks
-  count: jax.Array  # shape=(), dtype=int32; finite updates so far, saturating
+  count: jax.Array  # type: ignore[assignment]  # (shadows tuple.count)
+  # shape=(), dtype=int32; finite updates so far, saturating
 
   def task_weights(self) -> jax.Array:
     """``[T]`` weights of the last finite update ``Σ_t w_t g_t``."""

@@ -13,7 +13,8 @@ from mtl_optax._src import numerics
 class FAMOState(NamedTuple):
   logits: jax.Array  # shape=[T], dtype=float32; ξ, with z = softmax(ξ)
   previous_losses: jax.Array  # shape=[T], dtype=float32; floored losses
-  count: jax.Array  # shape=(), dtype=int32; updates seen, saturating
+  count: jax.Array  # type: ignore[assignment]  # (shadows tuple.count)
+  # shape=(), dtype=int32; updates seen, saturating
   optimizer_state: Any  # the inner optimizer's state for the logits
 
 

@@ -116,7 +116,10 @@ def _drop_leaf(leaf: jax.Array, draw: jax.Array, leaks: jax.Array | None,
       lambda block, block_draw: _split_update(_drop_columns(
           block, block_draw, leaks, purity_fn, inverse_scale)),
       leaf.reshape(leaf.shape[0], -1), draw.reshape(-1), columns=columns)
-  return _Dropped(*sums, update.reshape(leaf.shape[1:]))
+  kept_squares, squares, magnitudes = sums
+  assert update is not None  # The blocks' updates, concatenated.
+  return _Dropped(kept_squares, squares, magnitudes,
+                  update.reshape(leaf.shape[1:]))
 
 
 def _split_update(dropped: _Dropped):

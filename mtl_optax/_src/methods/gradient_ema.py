@@ -13,7 +13,8 @@ from mtl_optax._src import numerics
 
 class GradientEmaState(NamedTuple):
   """State of :func:`gradient_ema`: T x P floats for P shared parameters."""
-  count: jax.Array  # shape=(), dtype=int32; updates applied so far (k - 1)
+  count: jax.Array  # type: ignore[assignment]  # (shadows tuple.count)
+  # shape=(), dtype=int32; updates applied so far (k - 1)
   task_grads_ema: tuple  # one [T, *leaf.shape] array per shared parameter
   # leaf (in jax.tree.leaves order, task-specific leaves left out), in the
   # leaf's dtype

@@ -13,7 +13,8 @@ from mtl_optax._src import numerics
 class GradNormState(NamedTuple):
   loss_weights: jax.Array  # shape=[T], dtype=float32; learned w, Σ w = T
   initial_losses: jax.Array  # shape=[T], dtype=float32; floored L_t(0)
-  count: jax.Array  # shape=(), dtype=int32; updates seen, saturating
+  count: jax.Array  # type: ignore[assignment]  # (shadows tuple.count)
+  # shape=(), dtype=int32; updates seen, saturating
   optimizer_state: Any  # the inner optimizer's state for loss_weights
 
 

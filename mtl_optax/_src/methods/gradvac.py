@@ -175,7 +175,7 @@ def _shared_groups(group: Any, task_specific: base.TaskSpecific,
   """
   flags = base.task_specific_flags(task_specific, tree)
   paths = [path for path, _ in jax.tree_util.tree_leaves_with_path(tree)]
-  names = {}
+  names: dict[Any, int] = {}
   indices = []
   for path, flag in zip(paths, flags):
     if flag:

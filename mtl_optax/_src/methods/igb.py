@@ -15,7 +15,8 @@ _FLOAT32_MAX = float(jnp.finfo(jnp.float32).max)
 class IGBState(NamedTuple):
   base_losses: jax.Array  # shape=[T], dtype=float32; B_t, the mean of the
   # (floored) losses of the base steps seen so far (0 at first)
-  count: jax.Array  # shape=(), dtype=int32; updates seen, saturating
+  count: jax.Array  # type: ignore[assignment]  # (shadows tuple.count)
+  # shape=(), dtype=int32; updates seen, saturating
 
 
 def igb(

@@ -16,7 +16,8 @@ from mtl_optax._src import numerics
 
 class MConFIGState(NamedTuple):
   """State of :func:`m_config`: T x P floats for P parameters."""
-  count: jax.Array  # shape=(), dtype=int32; finite updates so far
+  count: jax.Array  # type: ignore[assignment]  # (shadows tuple.count)
+  # shape=(), dtype=int32; finite updates so far
   # (saturating): the round robin updates task count mod T
   task_counts: jax.Array  # shape=[T], dtype=int32; updates of each task's
   # momentum, k_t (saturating)

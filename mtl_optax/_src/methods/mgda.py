@@ -18,11 +18,13 @@ def _gradient_scales(normalization: str, stats: base.TaskStats,
   Only ratios of the ``c_t`` matter (the minimiser does not change when G is
   multiplied by a constant), so the norms are taken from the rescaled Gramian.
   """
-  norms = numerics.safe_sqrt(jnp.diagonal(stats.gram))
   if normalization == 'none':
     return None
+  assert stats.gram is not None  # reads_gram: the balancer gives it.
+  norms = numerics.safe_sqrt(jnp.diagonal(stats.gram))
   if normalization == 'l2':
     return norms
+  assert stats.losses is not None  # reads_losses: update requires them.
   losses = numerics.floor_losses(stats.losses, loss_floor)
   if normalization == 'loss':
     return losses

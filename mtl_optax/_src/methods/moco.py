@@ -23,7 +23,8 @@ class MoCoState(NamedTuple):
   # not the raw ones (what mtl_optax.last_weights reports)
   tracked: tuple  # one [T, *leaf.shape] array per shared leaf, in the
   # leaf's dtype promoted to float32: y_t, the tracked task gradients
-  count: jax.Array  # shape=(), dtype=int32; finite updates so far (k − 1),
+  count: jax.Array  # type: ignore[assignment]  # (shadows tuple.count)
+  # shape=(), dtype=int32; finite updates so far (k − 1),
   # saturating
 
   def task_weights(self) -> jax.Array:

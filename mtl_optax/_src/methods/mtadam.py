@@ -18,7 +18,8 @@ _TINY = float(jnp.finfo(jnp.float32).tiny)
 
 class MTAdamState(NamedTuple):
   """State of :func:`mtadam`: 2 T x P floats for P shared parameters."""
-  count: jax.Array  # shape=(), dtype=int32; finite updates so far,
+  count: jax.Array  # type: ignore[assignment]  # (shadows tuple.count)
+  # shape=(), dtype=int32; finite updates so far,
   # saturating
   balancing_factors: jax.Array  # shape=[T], dtype=float32; r_t n_a / n_t
   # of the last finite update, averaged over the shared leaves (1 at first;

@@ -14,7 +14,8 @@ from mtl_optax._src.solvers import fair_allocation
 
 class NashMTLState(NamedTuple):
   alpha: jax.Array  # shape=[T], dtype=float32; the last solved α, uncapped
-  count: jax.Array  # shape=(), dtype=int32; updates seen, saturating
+  count: jax.Array  # type: ignore[assignment]  # (shadows tuple.count)
+  # shape=(), dtype=int32; updates seen, saturating
 
 
 def nash_mtl(

@@ -36,7 +36,7 @@ def _task_norms(leaves: list) -> tuple[jax.Array, jax.Array]:
               axis=tuple(range(1, leaf.ndim))) for leaf in leaves]), axis=0)
   inverse_largest = jnp.where(largest > 0, 1.0 / jnp.maximum(largest, _TINY),
                               0.0)
-  squares = 0.0
+  squares = jnp.zeros([], jnp.float32)
   for leaf in leaves:
     unit = leaf.astype(jnp.float32) * inverse_largest.reshape(
         (-1,) + (1,) * (leaf.ndim - 1))

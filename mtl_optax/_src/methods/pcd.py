@@ -19,7 +19,8 @@ _PRECISION = 10.0 * float(jnp.finfo(jnp.float32).eps)
 
 class PCDState(NamedTuple):
   squared_norm_ema: jax.Array  # shape=[T], dtype=float32; EMA of ‖g_t‖²
-  count: jax.Array  # shape=(), dtype=int32; updates seen, saturating
+  count: jax.Array  # type: ignore[assignment]  # (shadows tuple.count)
+  # shape=(), dtype=int32; updates seen, saturating
 
 
 def _check_tau(tau: Any) -> Any:

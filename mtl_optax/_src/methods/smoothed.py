@@ -11,7 +11,8 @@ from mtl_optax._src import base
 
 class SmoothedState(NamedTuple):
   previous_weights: jax.Array  # shape=[T], dtype=float32; w_{k−1}
-  count: jax.Array  # shape=(), dtype=int32; steps taken (saturating)
+  count: jax.Array  # type: ignore[assignment]  # (shadows tuple.count)
+  # shape=(), dtype=int32; steps taken (saturating)
   inner_state: Any  # the wrapped weighting's own state
 
 

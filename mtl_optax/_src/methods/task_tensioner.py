@@ -25,7 +25,8 @@ _PRECISION = lax.Precision.HIGHEST
 class TaskTensionerState(NamedTuple):
   norm_history: jax.Array  # shape=[period, T], dtype=float32; ring of ‖g_t‖
   write_index: jax.Array  # shape=(), dtype=int32; next row of norm_history
-  count: jax.Array  # shape=(), dtype=int32; steps taken (saturating)
+  count: jax.Array  # type: ignore[assignment]  # (shadows tuple.count)
+  # shape=(), dtype=int32; steps taken (saturating)
   previous_zeta: jax.Array  # shape=[T], dtype=float32; ζ_t of the last step
   base_state: Any  # the base weighting's own state (EmptyState for strings)
 

@@ -122,7 +122,7 @@ def _step(hessian, linear, atol, dependence_tol, it: _Iterate) -> _Iterate:
       multipliers=multipliers, active=active, inverse=inverse,
       adding=~enters, entering=entering, slack=new_slack,
       iteration=it.iteration + 1, done=unbounded, feasible=~unbounded)
-  stopped = it._replace(done=True)
+  stopped = it._replace(done=jnp.asarray(True))
   return jax.tree.map(lambda a, b: jnp.where(finished, a, b), stopped, moved)
 
 
