@@ -19,29 +19,40 @@ can replace ``mtl.mgda(T)``. Runs in well under a minute on a CPU.
 ``--help`` lists the options (JAX loads only after they are checked).
 """
 
-import os
-import sys
+import argparse
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import cli  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+class Parser(argparse.ArgumentParser):
+  """``argparse`` whose errors are one line (exit status 2, no usage)."""
+
+  def error(self, message):
+    self.exit(2, f'{self.prog}: error: {message}\n')
 
 
 def parse_args(argv=None):
   """Parses and checks the options; a bad one exits with one line and 2."""
-  parser = cli.Parser(prog='mgda_ub.py', description=__doc__.split('\n')[0])
-  parser.add_argument('--steps', type=cli.positive_int, default=400,
+  parser = Parser(prog='mgda_ub.py', description=__doc__.split('\n')[0],
+                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+  parser.add_argument('--steps', type=int, default=400, metavar='N',
                       help='training steps')
-  parser.add_argument('--batch-size', type=cli.positive_int, default=128,
-                      help='images per step (at most the 1 347 training '
+  parser.add_argument('--batch-size', type=int, default=128, metavar='N',
+                      help='images per step (at most the 1347 training '
                       'images)')
-  parser.add_argument('--lr', type=cli.positive_float, default=3e-3,
+  parser.add_argument('--lr', type=float, default=3e-3,
                       help="Adam's learning rate")
-  parser.add_argument('--seed', type=cli.non_negative_int, default=0,
+  parser.add_argument('--seed', type=int, default=0, metavar='N',
                       help='seed of the initialisation and the batches')
-  parser.add_argument('--log-every', type=cli.positive_int, default=50,
+  parser.add_argument('--log-every', type=int, default=50, metavar='N',
                       help='steps between two printed lines')
   args = parser.parse_args(argv)
+  for name in ('steps', 'batch_size', 'log_every'):
+    if getattr(args, name) < 1:
+      parser.error(f'--{name.replace("_", "-")}: must be ≥ 1')
+  if not 0 < args.lr < float('inf'):
+    parser.error(f'--lr: must be finite and > 0, got {args.lr}')
+  if args.seed < 0:
+    parser.error('--seed: must be ≥ 0')
   if args.batch_size > 1347:
     parser.error(f'--batch-size: at most 1347 (the training images), got '
                  f'{args.batch_size}')
@@ -164,7 +175,8 @@ def main(args):
         batch_targets)
     if step % args.log_every == 0 or step == 1:
       print(f'{step:5d}  ' + '  '.join(f'{x:9.4f}' for x in losses) + '  '
-            + '  '.join(f'{x:8.3f}' for x in balancer_state.weights))
+            + '  '.join(f'{x:8.3f}'
+                        for x in mtl.last_weights(balancer_state)))
   elapsed = time.perf_counter() - start
   digit_acc, parity_acc, ink_mse = evaluate(params, test_images, test_targets)
   print(f'test: digit accuracy {digit_acc:.3f}, parity accuracy '

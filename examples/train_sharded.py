@@ -1,8 +1,9 @@
-"""MultiDigits on every device JAX sees: data-parallel or FSDP-style.
+"""A multi-task network on every device JAX sees: data-parallel or FSDP.
 
-The model (``model.py``: a shared trunk, three heads) and the balancer
-(``--method``, any name of ``methods.py``) are those of ``train.py``. Only the
-placement of the arrays changes, and the balancer's code does not:
+Three regression tasks on synthetic data (a shared MLP trunk, one head per
+task, the heads task-specific) and any balancer of the library
+(``--method``: ``mgda``, ``upgrad``, ``db_mtl``, ...). Only the placement of
+the arrays changes, and the balancer's code does not:
 
 * ``--mode data``: parameters (and optimizer state) replicated, each batch
   split over the devices along a ``'data'`` axis. XLA all-reduces the per-task
@@ -61,16 +62,19 @@ parameters of every pair to one ``.npz`` file (process 0).
 """
 
 import argparse
+import inspect
 import ipaddress
 import os
 import sys
 import time
+from typing import NamedTuple
 
 _FLAG = '--xla_force_host_platform_device_count=8'
 if _FLAG.split('=')[0] not in os.environ.get('XLA_FLAGS', ''):
   os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') + ' ' + _FLAG).strip()
 
 import jax  # pylint: disable=g-import-not-at-top
+import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
@@ -80,12 +84,54 @@ from jax.sharding import PartitionSpec as P
 
 import mtl_optax as mtl
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import methods  # pylint: disable=g-import-not-at-top,wrong-import-position
-import model as model_lib  # pylint: disable=g-import-not-at-top
-import multidigits  # pylint: disable=g-import-not-at-top
+NUM_TASKS = 3
+NUM_INPUTS = 16
+TASK_SCALES = (1.0, 3.0, 0.3)  # the targets' scales differ
 
-NUM_TASKS = len(multidigits.TASKS)
+
+class Data(NamedTuple):
+  inputs: np.ndarray  # shape=[N, NUM_INPUTS], float32
+  targets: np.ndarray  # shape=[N, T], float32
+
+
+def make_data(num_examples: int, seed: int) -> Data:
+  """Inputs ~ N(0, 1); task t's target is tanh(x · v_t), times its scale."""
+  rng = np.random.default_rng(seed)
+  inputs = rng.standard_normal((num_examples, NUM_INPUTS)).astype(np.float32)
+  directions = rng.standard_normal((NUM_INPUTS, NUM_TASKS)) / NUM_INPUTS**0.5
+  targets = np.tanh(inputs @ directions) * np.asarray(TASK_SCALES)
+  return Data(inputs, targets.astype(np.float32))
+
+
+class MultiTaskMLP(nnx.Module):
+  """A shared two-layer trunk and one head per task (the second one deeper)."""
+
+  def __init__(self, hidden: int, rngs: nnx.Rngs):
+    self.trunk = nnx.Sequential(
+        nnx.Linear(NUM_INPUTS, hidden, rngs=rngs), jax.nn.relu,
+        nnx.Linear(hidden, hidden, rngs=rngs), jax.nn.relu)
+    self.heads = nnx.List([
+        nnx.Linear(hidden, 1, rngs=rngs),
+        nnx.Sequential(nnx.Linear(hidden, hidden, rngs=rngs), jax.nn.relu,
+                       nnx.Linear(hidden, 1, rngs=rngs)),
+        nnx.Linear(hidden, 1, rngs=rngs)])
+
+  def __call__(self, inputs):
+    features = self.trunk(inputs)
+    return jnp.concatenate([head(features) for head in self.heads], axis=-1)
+
+
+def is_head(params):
+  """The task-specific leaves: every parameter of a head."""
+  return jax.tree_util.tree_map_with_path(
+      lambda path, _: 'heads' in jax.tree_util.keystr(path), params)
+
+
+def make_balancer(method: str, seed: int):
+  """``mtl.<method>(T)`` with the heads task-specific (and a key if random)."""
+  factory = getattr(mtl, method)
+  extra = {'key': seed} if 'key' in inspect.signature(factory).parameters else {}
+  return factory(NUM_TASKS, task_specific=is_head, **extra)
 
 
 def make_mesh(mode: str) -> jax.sharding.Mesh:
@@ -132,7 +178,7 @@ def make_train_step(graphdef, tx, mesh):
   def train_step(params, opt_state, batch):
     def task_losses_fn(params):
       outputs = nnx.merge(graphdef, gather(params, mesh))(batch[0])
-      return model_lib.task_losses(outputs, batch)
+      return jnp.mean((outputs - batch[1]) ** 2, axis=0)  # [T] MSEs
 
     task_losses, task_grads = mtl.value_and_task_grads(task_losses_fn)(params)
     updates, opt_state = tx.update(task_grads, opt_state, params,
@@ -142,38 +188,24 @@ def make_train_step(graphdef, tx, mesh):
   return train_step
 
 
-def balancer_weights(opt_state):
-  """The ``weights`` field of the last balancer state in ``opt_state``."""
-  found = None
-  for node in jax.tree.leaves(opt_state, is_leaf=lambda x: hasattr(
-      x, 'weights') and hasattr(x, '_fields')):
-    if hasattr(node, 'weights') and hasattr(node, '_fields'):
-      found = node.weights
-  return found
-
-
-def global_batch(split: multidigits.Split, indices: np.ndarray, mesh):
+def global_batch(data: Data, indices: np.ndarray, mesh):
   """This process's slice of the batch, assembled into global arrays."""
   process, processes = jax.process_index(), jax.process_count()
   local = np.array_split(indices, processes)[process]
   sharding = NamedSharding(mesh, batch_spec(mesh))
-  arrays = (split.images, split.top_left_label, split.bottom_right_pixels,
-            split.digit_sum)
   return tuple(jax.make_array_from_process_local_data(sharding, array[local])
-               for array in arrays)
+               for array in data)
 
 
-def train(args, mode: str, method: str, data: multidigits.MultiDigits) -> dict:
+def train(args, mode: str, method: str, data: Data) -> dict:
   """Trains one (mode, method) pair; returns its losses, weights, params."""
   mesh = make_mesh(mode)
-  model = model_lib.MultiDigitsNet(hidden=args.hidden,
-                                   rngs=nnx.Rngs(args.seed))
+  model = MultiTaskMLP(args.hidden, nnx.Rngs(args.seed))
   graphdef, params = nnx.split(model)
   params = jax.tree.map(
       lambda leaf: jax.device_put(leaf, NamedSharding(
           mesh, param_spec(leaf, mesh))), params)
-  balancer = methods.make(method, NUM_TASKS,
-                          model_lib.task_specific, args.seed)
+  balancer = make_balancer(method, args.seed)
   tx = optax.chain(balancer, optax.adam(args.lr))
   opt_state = tx.init(params)  # Params-shaped state inherits their sharding.
   train_step = make_train_step(graphdef, tx, mesh)
@@ -184,17 +216,17 @@ def train(args, mode: str, method: str, data: multidigits.MultiDigits) -> dict:
           f'{jax.process_count()} process(es), mesh {dict(mesh.shape)}, '
           f'mode {mode}, method {method}')
   rng = np.random.default_rng(args.seed)  # The same on every host.
-  num_train = len(data.train.images)
+  num_train = len(data.inputs)
   losses = None
   start = time.perf_counter()
   for step in range(args.steps):
     indices = rng.choice(num_train, args.batch_size, replace=False)
-    batch = global_batch(data.train, indices, mesh)
+    batch = global_batch(data, indices, mesh)
     params, opt_state, losses = train_step(params, opt_state, batch)
     if talk:
       print(f'step {step:3d}  losses ' + '  '.join(
           f'{loss:.4f}' for loss in np.asarray(losses)))
-  weights = np.asarray(balancer_weights(opt_state))
+  weights = np.asarray(mtl.last_weights(opt_state))
   seconds = time.perf_counter() - start
   if talk:
     print('final weights ' + '  '.join(f'{w:.4f}' for w in weights))
@@ -270,8 +302,8 @@ def parse_args(argv=None) -> argparse.Namespace:
   parser.add_argument('--mode', default='data',
                       help='data or fsdp, or a comma-separated list of both')
   parser.add_argument('--method', default='mgda',
-                      help='any name of examples/methods.py, e.g. '
-                      'log_scaling+mgda, or a comma-separated list')
+                      help='a balancer of mtl_optax (mgda, upgrad, db_mtl, '
+                      '...), or a comma-separated list')
   parser.add_argument('--steps', type=int, default=20)
   parser.add_argument('--batch-size', type=int, default=256,
                       help='global batch; a multiple of the device count')
@@ -298,9 +330,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.error(f'unknown modes {unknown_modes}; choose data or fsdp')
   for method in args.methods:
     try:
-      methods.check(method)
-    except ValueError as error:
-      parser.error(str(error))
+      make_balancer(method, args.seed)
+    except (AttributeError, TypeError, ValueError) as error:
+      parser.error(f'--method {method!r}: {error}')
   explicit = (args.coordinator, args.num_processes, args.process_id)
   if any(value is not None for value in explicit):
     if not args.distributed:
@@ -325,8 +357,7 @@ def main(argv=None) -> dict:
     print(f'error: --batch-size {args.batch_size} is not a multiple of the '
           f'{jax.device_count()} devices', file=sys.stderr)
     sys.exit(2)
-  data = multidigits.load(num_train=args.num_train, num_test=256,
-                          seed=args.seed)
+  data = make_data(args.num_train, args.seed)
   results, saved = {}, {}
   for mode in args.modes:
     for method in args.methods:

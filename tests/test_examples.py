@@ -3,23 +3,23 @@
 The command line and the trainer's outputs are tested in test_trainer_cli.py.
 """
 
+import ast
 import math
-import os
+import pathlib
+import subprocess
 import sys
 
 import numpy as np
+import optax
 import pytest
 from sklearn import datasets
 
 import mtl_optax as mtl
-
-EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__))), 'examples')
-sys.path.insert(0, EXAMPLES)
-import methods  # pylint: disable=g-import-not-at-top,wrong-import-position
-import multidigits  # pylint: disable=g-import-not-at-top,wrong-import-position
-import report  # pylint: disable=g-import-not-at-top,wrong-import-position
-import stats  # pylint: disable=g-import-not-at-top,wrong-import-position
+from mtl_bench import methods
+from mtl_bench import multidigits
+from mtl_bench import report
+from mtl_bench import stats
+from mtl_optax import catalog
 
 
 @pytest.fixture(scope='module')
@@ -130,15 +130,64 @@ def test_every_public_method_is_in_the_methods_table():
              'smoothed'}
   public = {name for name in dir(mtl) if name[0].islower()
             and not name.startswith('_') and callable(getattr(mtl, name))}
-  listed = set(methods.BALANCERS) | set(methods.PRE_TRANSFORMS)
+  listed = set(methods.balancers()) | set(methods.PRE_TRANSFORMS)
   assert public - helpers - listed == set()
   assert listed <= public
 
 
 def test_every_spec_of_compare_all_builds():
-  for spec in methods.ALL:
+  for spec in methods.compare_all(3):
     assert methods.canonical(spec) == spec
     methods.check(spec, 3)
+
+
+def test_catalog_options_map_to_their_keywords():
+  offered = methods.available(3)
+  # An option is its factory with the keywords that set it apart from the
+  # plain entry (mgda's entry has normalization='none', the default).
+  assert offered['mgda'] == 'mgda'
+  assert offered['mgda.l2'] == "mgda(normalization='l2')"
+  assert offered['task_tensioner.mgda'] == "task_tensioner(base='mgda')"
+  # Test-tuned values of a plain entry stay out: upgrad's reg_eps=0.
+  assert offered['upgrad'] == 'upgrad'
+  assert methods.canonical('mgda.l2') == "mgda(normalization='l2')"
+  # Test-only variants are not offered; the baselines are not compared.
+  assert 'stch.small_mu' not in offered
+  compared = methods.compare_all(3)
+  assert 'equal_weighting' not in compared
+  assert 'log_scaling+equal_weighting' in compared
+
+
+def _toy_factory(num_tasks, *, scale=2.0, learning_rate=None,
+                 task_specific=None):
+  """Equal weights times ``scale``; with a learning rate, also an SGD step."""
+  weighting = mtl.weightings.fixed_weighting([scale] * num_tasks)
+  balancer = mtl.balancer(num_tasks, weighting, task_specific=task_specific)
+  if learning_rate is None:
+    return balancer
+  return optax.chain(balancer, optax.sgd(learning_rate))
+
+
+def test_a_new_catalog_entry_is_a_trainer_method(monkeypatch):
+  """One registration: the trainer offers, compares and builds the method."""
+  monkeypatch.setattr(catalog, 'METHODS', catalog.METHODS + [
+      catalog.Method('toy_weighting', _toy_factory, {'scale': 2.0}, False,
+                     frozenset()),
+      catalog.Method('toy_optimizer', _toy_factory, {'scale': 1.0}, False,
+                     frozenset(), replaces_optimizer=True)])
+  assert methods.available()['toy_weighting'] == 'toy_weighting'
+  assert 'toy_weighting' in methods.compare_all(3)
+  assert not methods.replaces_optimizer('toy_weighting')
+  grads = np.array([[1.0, 0.0], [0.0, 3.0]], np.float32)
+  params = np.zeros(2, np.float32)
+  toy = methods.make('toy_weighting', 2)
+  np.testing.assert_allclose(toy.update(grads, toy.init(params))[0],
+                             [2.0, 6.0])  # 2 · (g_1 + g_2)
+  # A method that is the whole optimizer gets the trainer's learning rate.
+  assert methods.replaces_optimizer('toy_optimizer')
+  whole = methods.make('toy_optimizer', 2, learning_rate=0.5)
+  np.testing.assert_allclose(whole.update(grads, whole.init(params))[0],
+                             [-0.5, -1.5])  # −0.5 · (g_1 + g_2)
 
 
 def test_method_specs_parse_compose_and_reject_unknown_pieces():
@@ -168,9 +217,9 @@ def test_method_specs_parse_compose_and_reject_unknown_pieces():
 
 
 def test_regimes_scale_losses_and_mask_the_trunk(small_data):
-  import engine  # pylint: disable=g-import-not-at-top
-  import model  # pylint: disable=g-import-not-at-top
   from flax import nnx  # pylint: disable=g-import-not-at-top
+  from mtl_bench import model  # pylint: disable=g-import-not-at-top
+  from mtl_bench import vmapped as engine  # pylint: disable=g-import-not-at-top
   base = multidigits.REGIMES['multidigits']
   scaled = multidigits.REGIMES['loss_scales']
   plain = engine.initial_losses(small_data, base, 16)
@@ -189,7 +238,7 @@ def test_regimes_scale_losses_and_mask_the_trunk(small_data):
 
 
 def test_fixed_weight_grid_by_hand():
-  import train  # pylint: disable=g-import-not-at-top
+  from mtl_bench import train  # pylint: disable=g-import-not-at-top
   # L₀ = (1, 4, 16): 1/L₀ ∝ (16, 4, 1)/16 and 1/√L₀ ∝ (4, 2, 1)/4, each
   # rescaled to sum to T = 3.
   equal, inverse, root = train.weightings([1.0, 4.0, 16.0])
@@ -212,3 +261,46 @@ def test_selection_uses_validation_not_test():
   assert row['config'] == (0.1, None)
   assert row['val_delta_p'] == pytest.approx(0.0)
   np.testing.assert_allclose(row['delta_p_per_seed'], [-50.0, -50.0])
+
+
+EXAMPLES = pathlib.Path(__file__).resolve().parent.parent / 'examples'
+# What an example may import: the library, its JAX stack, NumPy, the
+# standard library and scikit-learn's bundled digits.
+ALLOWED_IMPORTS = {'mtl_optax', 'jax', 'optax', 'flax', 'numpy', 'sklearn',
+                   *sys.stdlib_module_names}
+# The thin wrapper over the benchmark package imports it, by design.
+BENCHMARK_WRAPPERS = {'train.py'}
+
+
+@pytest.mark.parametrize('path', sorted(EXAMPLES.glob('*.py')),
+                         ids=lambda path: path.name)
+def test_examples_are_standalone_scripts(path):
+  """No sys.path hacks; imports only the library, JAX, NumPy, stdlib."""
+  source = path.read_text(encoding='utf-8')
+  assert 'sys.path' not in source
+  roots = set()
+  for node in ast.walk(ast.parse(source)):
+    if isinstance(node, ast.Import):
+      roots |= {alias.name.split('.')[0] for alias in node.names}
+    elif isinstance(node, ast.ImportFrom) and node.level == 0:
+      roots.add(node.module.split('.')[0])
+  allowed = ALLOWED_IMPORTS | (
+      {'mtl_bench'} if path.name in BENCHMARK_WRAPPERS else set())
+  assert roots <= allowed, roots - allowed
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('name', ['flax_nnx.py', 'flax_linen.py'])
+def test_flax_examples_train_with_task_specific_heads(name):
+  result = subprocess.run([sys.executable, str(EXAMPLES / name)],
+                          capture_output=True, text=True, timeout=300,
+                          check=False)
+  assert result.returncode == 0, result.stderr
+  lines = [line.split() for line in result.stdout.splitlines()
+           if line.startswith('step')]
+  assert [int(line[1]) for line in lines] == [0, 100, 200, 300]
+  first, last = ([float(v) for v in line[3:6]] for line in (lines[0],
+                                                             lines[-1]))
+  assert sum(last) < 0.5 * sum(first)  # every run learns
+  weights = [float(v) for v in lines[-1][7:10]]
+  assert min(weights) >= 0 and abs(sum(weights) - 1) < 1e-3  # MGDA: simplex

@@ -7,28 +7,30 @@ exactly one line on stderr, no traceback, and no output folder created.
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
 
+from mtl_bench import cli
+from mtl_bench import methods
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-EXAMPLES = os.path.join(ROOT, 'examples')
-TRAIN = os.path.join(EXAMPLES, 'train.py')
+TRAIN = os.path.join(ROOT, 'examples', 'train.py')
+# How each command is started: a path (`python path`) or a module
+# (`python -m module`).
 SCRIPTS = {
-    'train.py': TRAIN,
-    'mgda_ub.py': os.path.join(EXAMPLES, 'mgda_ub.py'),
-    'xor_and.py': os.path.join(EXAMPLES, 'reproduce', 'xor_and.py'),
-    'logse_synthetic.py': os.path.join(EXAMPLES, 'reproduce',
-                                       'logse_synthetic.py'),
-    'db_mtl_ablation.py': os.path.join(EXAMPLES, 'reproduce',
-                                       'db_mtl_ablation.py'),
-    'report.py': os.path.join(EXAMPLES, 'report.py'),
+    'train.py': ('path', TRAIN),
+    'mtl_bench': ('module', 'mtl_bench'),
+    'mgda_ub.py': ('path', os.path.join(ROOT, 'examples', 'mgda_ub.py')),
+    'xor_and.py': ('module', 'mtl_bench.reproduce.xor_and'),
+    'logse_synthetic.py': ('module', 'mtl_bench.reproduce.logse_synthetic'),
+    'db_mtl_ablation.py': ('module', 'mtl_bench.reproduce.db_mtl_ablation'),
+    'report.py': ('module', 'mtl_bench.report'),
 }
-sys.path.insert(0, EXAMPLES)
-import cli  # pylint: disable=g-import-not-at-top,wrong-import-position
-import methods  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
 def _env():
@@ -37,8 +39,13 @@ def _env():
   return env
 
 
+def _command(script: str) -> list[str]:
+  kind, target = SCRIPTS[script]
+  return [sys.executable] + (['-m', target] if kind == 'module' else [target])
+
+
 def _run(script: str, args, cwd) -> subprocess.CompletedProcess:
-  return subprocess.run([sys.executable, SCRIPTS[script], *args], cwd=cwd,
+  return subprocess.run([*_command(script), *args], cwd=cwd,
                         env=_env(), capture_output=True, text=True,
                         timeout=300, check=False)
 
@@ -126,6 +133,57 @@ def test_unwritable_out_is_one_line_and_exit_2(tmp_path):
     _assert_one_line_error(result, 'no permission')
 
 
+@pytest.mark.skipif(not os.path.isdir('/proc'), reason='needs /proc')
+def test_out_that_refuses_files_is_one_line_and_exit_2(tmp_path):
+  # /proc refuses new files even to root, whom os.access lets through: the
+  # check creates a file to find out.
+  result = _run('train.py', ['--out', '/proc/mtl_bench_test/runs',
+                             '--cache-dir', str(tmp_path / 'cache')],
+                tmp_path)
+  _assert_one_line_error(result, '--out', 'cannot write in')
+  assert not (tmp_path / 'cache').exists()
+
+
+def _interrupt(tmp_path, after: str) -> tuple:
+  """Starts a long run, sends SIGINT once a line holding ``after`` appears.
+
+  Returns ``(exit status, stdout, stderr, seconds from SIGINT to exit)``.
+  """
+  out = tmp_path / 'runs'
+  process = subprocess.Popen(
+      [*_command('train.py'), '--method', 'mgda', '--steps', '3000',
+       '--eval-every', '30', '--seeds', '1', '--hidden', '8',
+       '--batch-size', '8', '--out', str(out), '--cache-dir',
+       str(tmp_path / 'cache')],
+      cwd=tmp_path, env=_env(), stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE, text=True)
+  lines = []
+  for line in process.stdout:
+    lines.append(line)
+    if after in line:
+      break
+  process.send_signal(signal.SIGINT)
+  start = time.perf_counter()
+  stdout, stderr = process.communicate(timeout=300)
+  return (process.returncode, ''.join(lines) + stdout, stderr,
+          time.perf_counter() - start)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('after', ['Writing to', 'compiling', 'step '])
+def test_ctrl_c_is_one_line_exit_130_and_no_empty_folder(tmp_path, after):
+  """Ctrl-C before, during compilation and during training."""
+  status, stdout, stderr, _ = _interrupt(tmp_path, after)
+  assert after in stdout, stdout
+  assert status == 130, (status, stderr)
+  assert 'Traceback' not in stderr + stdout
+  lines = stderr.strip().splitlines()
+  assert len(lines) == 1, stderr
+  assert 'interrupted; nothing was written' in lines[0]
+  # The run folder and the folders made for it are gone.
+  assert not (tmp_path / 'runs').exists(), list((tmp_path / 'runs').rglob('*'))
+
+
 @pytest.mark.parametrize('script,bad', [
     ('mgda_ub.py', ['--steps', '0']),
     ('mgda_ub.py', ['--lr', '-1']),
@@ -142,11 +200,14 @@ def test_other_scripts_reject_bad_options_in_one_line(tmp_path, script, bad):
 
 
 _HELP_PROBE = """
-import os, runpy, sys
-sys.path.insert(0, os.path.dirname({path!r}))  # as `python script.py` does
-sys.argv = [{path!r}, '--help']
+import runpy, sys
+kind, target = {kind!r}, {target!r}
+sys.argv = [target, '--help']
 try:
-  runpy.run_path({path!r}, run_name='__main__')
+  if kind == 'module':
+    runpy.run_module(target, run_name='__main__', alter_sys=True)
+  else:
+    runpy.run_path(target, run_name='__main__')
 except SystemExit as error:
   code = error.code
 print('EXIT', code, 'JAX_IMPORTED', 'jax' in sys.modules, 'FLAX_IMPORTED',
@@ -156,8 +217,9 @@ print('EXIT', code, 'JAX_IMPORTED', 'jax' in sys.modules, 'FLAX_IMPORTED',
 
 @pytest.mark.parametrize('script', sorted(SCRIPTS))
 def test_help_never_imports_jax(tmp_path, script):
+  kind, target = SCRIPTS[script]
   result = subprocess.run(
-      [sys.executable, '-c', _HELP_PROBE.format(path=SCRIPTS[script])],
+      [sys.executable, '-c', _HELP_PROBE.format(kind=kind, target=target)],
       cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=120,
       check=False)
   assert 'usage:' in result.stdout
@@ -179,8 +241,18 @@ def test_train_help_lists_every_option_with_its_default(tmp_path):
                       '3e-4', '0.0003').replace('1e-3', '0.001').replace(
                           '3e-3', '0.003')):
     assert default in text, default
-  for name in methods.BALANCERS:
+  for name in methods.available():  # read from mtl_optax.catalog
     assert name in text
+  for name in methods.PRE_TRANSFORMS:
+    assert name in text
+  # No argparse filler: unset options and flags show no default, a list
+  # default shows its values.
+  for glitch in ('(default: None)', '(default: False)', "['multidigits']",
+                 'BATCH_SIZE', 'EVAL_EVERY', 'CACHE_DIR'):
+    assert glitch not in text, glitch
+  assert '(default: multidigits)' in text
+  usage = _run('mtl_bench', ['--help'], tmp_path).stdout
+  assert usage.startswith('usage: python -m mtl_bench')
 
 
 def test_new_run_dir_never_reuses_a_folder(tmp_path):
@@ -195,7 +267,7 @@ def test_new_run_dir_never_reuses_a_folder(tmp_path):
 @pytest.mark.slow
 def test_trainer_writes_outputs_caches_baselines_and_never_overwrites(
     tmp_path, capsys):
-  import train  # pylint: disable=g-import-not-at-top
+  from mtl_bench import train  # pylint: disable=g-import-not-at-top
   argv = ['--method', 'equal_weighting', '--steps', '6', '--eval-every', '3',
           '--seeds', '2', '--batch-size', '16', '--hidden', '16',
           '--out', str(tmp_path / 'runs'), '--cache-dir',

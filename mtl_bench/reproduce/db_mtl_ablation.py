@@ -5,25 +5,26 @@ weighting (neither step), loss-scale balancing only (``log_scaling`` then
 equal weights), gradient-magnitude balancing only (``max_norm_weighting``),
 and both (``db_mtl``: log scaling, the gradient EMA, max-norm). Δp (eqs. 3–4)
 against single-task networks trained by the same trainer
-(``examples/train.py``, MultiDigits regime, one learning rate as in the
+(``mtl_bench/train.py``, MultiDigits regime, one learning rate as in the
 paper's ablation), a few seeds each, with 95 % t-intervals.
 
-  python examples/reproduce/db_mtl_ablation.py
+  python -m mtl_bench.reproduce.db_mtl_ablation
 """
 
 import os
 import sys
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.dirname(HERE))
-import cli  # pylint: disable=g-import-not-at-top,wrong-import-position
-import train  # pylint: disable=g-import-not-at-top,wrong-import-position
-import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
-import report  # pylint: disable=g-import-not-at-top,wrong-import-position
-import stats  # pylint: disable=g-import-not-at-top,wrong-import-position
+import numpy as np
 
-ROWS = (  # (method name in examples/methods.py, loss-scale, gradient-magnitude)
+from mtl_bench import cli
+from mtl_bench import report
+from mtl_bench import stats
+from mtl_bench import train
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+ROWS = (  # (method spec of mtl_bench/methods.py, loss-scale, gradient-magnitude)
     ('equal_weighting', '✗', '✗'),
     ('log_scaling+equal_weighting', '✓', '✗'),
     ('max_norm_weighting', '✗', '✓'),
@@ -79,7 +80,7 @@ def discussion(methods) -> str:
 
 def parse_args(argv=None):
   """Parses and checks the options; a bad one exits with one line and 2."""
-  parser = cli.Parser(prog='db_mtl_ablation.py',
+  parser = cli.Parser(prog='python -m mtl_bench.reproduce.db_mtl_ablation',
                       description=__doc__.split('\n')[0])
   parser.add_argument('--seeds', type=cli.positive_int, default=3,
                       help='seeds per row')
@@ -104,7 +105,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
   args = parse_args(argv)  # Before JAX: --help and bad options end here.
-  command = 'python examples/reproduce/db_mtl_ablation.py ' + ' '.join(
+  command = 'python -m mtl_bench.reproduce.db_mtl_ablation ' + ' '.join(
       sys.argv[1:] if argv is None else argv)
   start = time.perf_counter()
   result = train.main(

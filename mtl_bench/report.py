@@ -11,8 +11,8 @@ from typing import Sequence
 
 import numpy as np
 
-import multidigits
-import stats
+from mtl_bench import multidigits
+from mtl_bench import stats
 
 TASKS = multidigits.TASKS
 HIGHER = [task.higher_is_better for task in TASKS]
@@ -336,24 +336,72 @@ def _smooth(values: np.ndarray, window: int) -> np.ndarray:
                    for i in range(values.shape[1])], axis=1)
 
 
+def _per_row(count: int) -> int:
+  """Methods per row of the weights figure: 3 or 4, the fewer empty slots."""
+  if count <= 3:
+    return count
+  return min((3, 4), key=lambda size: (-count % size, size))
+
+
+def _weight_scale(axis, values: np.ndarray) -> None:
+  """Sets the weights' y scale and limits: tight around the finite values.
+
+  Log when every weight is positive and they span more than 30×, symlog
+  (its linear part as wide as the smallest weights) when some are ≤ 0 and
+  the magnitudes span as much, linear otherwise; the limits hug the data
+  so that no band of the panel is left empty.
+  """
+  from matplotlib import ticker  # pylint: disable=g-import-not-at-top
+  if not values.size:
+    return
+  low, high = float(values.min()), float(values.max())
+  magnitudes = np.abs(values[values != 0])
+  plain = ticker.FuncFormatter(lambda value, _: f'{value:g}')
+  if low > 0 and high / low > 30:
+    axis.set_yscale('log')
+    axis.set_ylim(low / 1.25, high * 1.25)
+    axis.yaxis.set_major_formatter(plain)
+  elif low <= 0 and magnitudes.size and (
+      magnitudes.max() > 30 * max(np.median(magnitudes), 1e-12)):
+    linthresh = float(max(np.percentile(magnitudes, 10), 1e-3))
+    axis.set_yscale('symlog', linthresh=linthresh)
+    axis.set_ylim(low - 0.25 * abs(low) - linthresh * 0.1,
+                  high * 1.25 + linthresh * 0.1)
+    # 0 and the powers of ten beyond the linear part, every other decade
+    # when there are many: labels that do not overlap.
+    first = int(np.floor(np.log10(linthresh))) + 1
+    last = int(np.ceil(np.log10(magnitudes.max())))
+    stride = 1 if last - first < 5 else 2
+    ticks = [0.0]
+    for power in range(last, first - 1, -stride):
+      ticks += [v for v in (10.0**power, -10.0**power)
+                if low * 1.25 <= v <= high * 1.25]
+    axis.yaxis.set_major_locator(ticker.FixedLocator(sorted(ticks)))
+    axis.yaxis.set_major_formatter(plain)
+    axis.yaxis.set_minor_locator(ticker.NullLocator())
+  else:
+    pad = 0.05 * max(high - low, 1e-6)
+    axis.set_ylim(low - pad, high + pad)
+
+
 def plot_weights(path: str, regime_name: str, weights: dict) -> str:
   """Each method's weights over training, on one scale shared by all panels.
 
   ``weights[name] = (state [steps, T], effective [steps, T])``, means over
   seeds. Each method gets two panels: the weights its state holds
-  (``state.weights``, what the method computes: for DB-MTL the weights of
-  log-scaled averaged gradients) and the effective weights (the
+  (``mtl.last_weights``, what the method computes: for DB-MTL the weights
+  of log-scaled averaged gradients) and the effective weights (the
   least-squares coefficients of the shared update on the raw task
   gradients, comparable across methods).
   """
   pyplot = _pyplot()
   names = list(weights)
-  per_row = min(3, len(names))
+  per_row = _per_row(len(names))
   rows = -(-len(names) // per_row)
   figure, axes = pyplot.subplots(
-      rows, 2 * per_row, figsize=(max(9.0, 6.0 * per_row + 1.0),
-                                  2.5 * rows + 1.6),
-      sharex=True, sharey=True, squeeze=False)
+      rows, 2 * per_row, figsize=(max(9.0, 5.2 * per_row + 1.0),
+                                  2.0 * rows + 1.2),
+      sharex=True, sharey=True, squeeze=False, layout='constrained')
   everything = np.concatenate([np.ravel(w) for pair in weights.values()
                                for w in pair])
   everything = everything[np.isfinite(everything)]
@@ -365,37 +413,45 @@ def plot_weights(path: str, regime_name: str, weights: dict) -> str:
   for i, name in enumerate(names):
     for kind, values in enumerate(weights[name]):
       axis = axes.flat[2 * i + kind]
-      smooth = _smooth(np.asarray(values), window)
-      for t, task in enumerate(TASKS):
-        axis.plot(np.arange(1, steps + 1), smooth[:, t], color=colors[t],
-                  label=task.name, linewidth=1.4)
-      axis.set_title(f'{name}\n' + ('state.weights' if kind == 0
+      values = np.asarray(values)
+      axis.set_title(f'{name}\n' + ('state weights' if kind == 0
                                     else 'effective weights'), fontsize=9)
       axis.grid(alpha=0.3)
       if kind == 1:
         axis.set_facecolor('#f4f4f4')
-  if everything.size and np.all(everything > 0) and (
-      everything.max() / everything.min() > 30):
-    axes.flat[0].set_yscale('log')
-  elif everything.size and np.any(everything <= 0) and (
-      np.abs(everything).max() > 30 * max(np.median(np.abs(everything)),
-                                          1e-12)):
-    axes.flat[0].set_yscale('symlog', linthresh=1e-2)
+      if not np.isfinite(values).any():
+        axis.text(0.5, 0.5, 'the method keeps\nno task weights',
+                  transform=axis.transAxes, ha='center', va='center',
+                  fontsize=9, color='grey')
+        continue
+      smooth = _smooth(values, window)
+      for t, task in enumerate(TASKS):
+        axis.plot(np.arange(1, steps + 1), smooth[:, t], color=colors[t],
+                  label=task.name, linewidth=1.4)
+  _weight_scale(axes.flat[0], everything)
   for axis in axes[:, 0]:
     axis.set_ylabel('task weight')
   for axis in axes[-1]:
     axis.set_xlabel('step')
-  handles, labels = axes.flat[0].get_legend_handles_labels()
-  height = figure.get_figheight()
-  figure.legend(handles, labels, loc='lower center', ncol=len(TASKS),
+  for column in range(2 * per_row):  # the last row may be short
+    bottom = max(r for r in range(rows)
+                 if axes[r, column].get_visible()) if any(
+                     axes[r, column].get_visible() for r in range(rows)) else 0
+    axes[bottom, column].xaxis.set_tick_params(labelbottom=True)
+    axes[bottom, column].set_xlabel('step')
+  handles, labels = [], []
+  for axis in axes.flat:
+    handles, labels = axis.get_legend_handles_labels()
+    if handles:
+      break
+  figure.legend(handles, labels, loc='outside lower center', ncol=len(TASKS),
                 frameon=False)
   figure.suptitle(
       f'{regime_name}: task weights, mean over seeds (moving average over '
-      f'{window} steps); one y scale for all panels\n'
-      'white: state.weights, what the method keeps in its state\n'
-      'grey: effective weights, least-squares fit of the shared update on '
-      'the raw task gradients', fontsize=10)
-  figure.tight_layout(rect=(0, 0.45 / height, 1, 1 - 0.75 / height))
+      f'{window} steps), one y scale for all panels. White: the weights '
+      'the method keeps (mtl.last_weights);\ngrey: effective weights, the '
+      'least-squares fit of the shared update on the raw task gradients',
+      fontsize=10)
   figure.savefig(path, dpi=110)
   pyplot.close(figure)
   return path
@@ -445,6 +501,35 @@ def plot_delta_p(path: str, results: list[dict]) -> str:
   return path
 
 
+def _change_axis(axis, values) -> None:
+  """A readable x axis for changes in %: linear if it fits, else symlog.
+
+  Within ±60 % a linear axis with about eight ticks; beyond it a symmetric
+  log axis (linear within ±10 %) with ticks at 1, 2 and 5 times the powers
+  of ten, written as plain numbers.
+  """
+  from matplotlib import ticker  # pylint: disable=g-import-not-at-top
+  values = np.asarray([v for v in values if np.isfinite(v)] or [0.0])
+  low, high = min(values.min(), 0.0), max(values.max(), 0.0)
+  if max(-low, high) <= 60:
+    pad = 0.05 * max(high - low, 1.0)
+    axis.set_xlim(low - pad, high + pad)
+    axis.xaxis.set_major_locator(ticker.MaxNLocator(8))
+    return
+  linthresh = 10.0
+  axis.set_xscale('symlog', linthresh=linthresh)
+  steps = [m * 10.0**e for e in range(1, 6) for m in (1, 2, 5)]
+  ticks = [0.0] + [v for v in steps if v <= high * 1.05] + [
+      -v for v in steps if -v >= low * 1.05]
+  ticks += [v for v in (-5.0, 5.0) if low <= v <= high]
+  axis.xaxis.set_major_locator(ticker.FixedLocator(sorted(ticks)))
+  axis.xaxis.set_major_formatter(ticker.FuncFormatter(
+      lambda value, _: f'{value:g}'))
+  axis.xaxis.set_minor_locator(ticker.NullLocator())
+  axis.set_xlim(low * 1.15 if low < 0 else -1, high * 1.15 if high > 0 else 1)
+  axis.tick_params(axis='x', labelsize=8)
+
+
 def plot_tradeoff(path: str, results: list[dict]) -> str:
   """Per-task change over single-task learning, one row per method."""
   pyplot = _pyplot()
@@ -459,18 +544,21 @@ def plot_tradeoff(path: str, results: list[dict]) -> str:
     names = _ordered(result)
     rows = result['rows']
     reference = result['single_task']['test_reference']
+    spans = []
     for t, task in enumerate(TASKS):
       changes = [task_changes(np.asarray(rows[n]['test_per_seed']),
                               reference)[:, t] for n in names]
       means = [c.mean() for c in changes]
       errors = [np.nan_to_num(stats.mean_interval(c).half_width)
                 for c in changes]
+      spans += [m - e for m, e in zip(means, errors)]
+      spans += [m + e for m, e in zip(means, errors)]
       axis.errorbar(means, np.arange(len(names)) + (t - 1) * 0.22,
                     xerr=errors, fmt=markers[t], color=colors[t],
                     markersize=4, linewidth=0.8, label=task.name)
     axis.set_yticks(np.arange(len(names)), names, fontsize=9)
     axis.axvline(0, color='black', linewidth=0.8)
-    axis.set_xscale('symlog', linthresh=10)
+    _change_axis(axis, spans)
     axis.set_xlabel('change vs single-task, % (↑ better)')
     axis.set_title(result['regime']['name'])
     axis.grid(axis='x', alpha=0.3)
@@ -478,8 +566,7 @@ def plot_tradeoff(path: str, results: list[dict]) -> str:
   figure.legend(handles, labels, loc='lower center', ncol=len(TASKS),
                 frameon=False)
   figure.suptitle('Per-task trade-off: each task\'s test metric relative '
-                  'to\nits single-task network (mean, 95 % CI; symmetric log '
-                  'axis)', fontsize=10)
+                  'to\nits single-task network (mean, 95 % CI)', fontsize=10)
   figure.tight_layout(rect=(0, 0.04, 1, 1))
   figure.savefig(path, dpi=110)
   pyplot.close(figure)
@@ -507,16 +594,17 @@ def plot_all(run_dir: str, results: list[dict]) -> list[str]:
 
 
 def main(argv=None):
-  """``python examples/report.py RUN_DIR``: redraws a run's plots."""
+  """``python -m mtl_bench.report RUN_DIR``: redraws a run's plots."""
   import pickle  # pylint: disable=g-import-not-at-top
   import sys  # pylint: disable=g-import-not-at-top
-  import cli  # pylint: disable=g-import-not-at-top
-  parser = cli.Parser(prog='report.py', description=main.__doc__)
+  from mtl_bench import cli  # pylint: disable=g-import-not-at-top
+  prog = 'python -m mtl_bench.report'
+  parser = cli.Parser(prog=prog, description=main.__doc__)
   parser.add_argument('run_dir', help='a folder written by train.py')
   args = parser.parse_args(sys.argv[1:] if argv is None else argv)
   path = os.path.join(args.run_dir, 'plot_data.pkl')
   if not os.path.isfile(path):
-    cli.fail(f'{path!r} does not exist: not a train.py run folder', 'report.py')
+    cli.fail(f'{path!r} does not exist: not a train.py run folder', prog)
   with open(path, 'rb') as file:
     results = pickle.load(file)  # Written by train.py; only load your own.
   for written in plot_all(args.run_dir, results):

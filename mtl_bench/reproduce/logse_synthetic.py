@@ -14,19 +14,18 @@ weights ``1/(2σ_t²)``), and the best fixed weights of a grid (chosen on the
 validation split). Seeds are vectorised with ``vmap``, epochs and steps run
 in ``lax.scan``.
 
-  python examples/reproduce/logse_synthetic.py
+  python -m mtl_bench.reproduce.logse_synthetic
 """
 
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import cli  # pylint: disable=g-import-not-at-top,wrong-import-position
+from mtl_bench import cli
 
 
 def parse_args(argv=None):
   """Parses and checks the options; a bad one exits with one line and 2."""
-  parser = cli.Parser(prog=os.path.basename(__file__),
+  parser = cli.Parser(prog='python -m mtl_bench.reproduce.logse_synthetic',
                       description=__doc__.split('\n')[0])
   parser.add_argument('--seeds', type=cli.positive_int, default=5,
                       help='seeds per method')
@@ -62,10 +61,9 @@ import numpy as np
 import optax
 
 import mtl_optax as mtl
+from mtl_bench import report
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.dirname(HERE))
-import report  # pylint: disable=g-import-not-at-top
 
 MEANS = (0.0, 200.0)
 SIGMA_1 = 100.0
@@ -244,7 +242,7 @@ def epochs_to_reach(error: np.ndarray, target: float) -> str:
 def table(results, args, seconds) -> str:
   checkpoints = sorted({max(1, args.epochs // 10), args.epochs // 4,
                         args.epochs // 2, args.epochs})
-  command = 'python examples/reproduce/logse_synthetic.py ' + ' '.join(
+  command = 'python -m mtl_bench.reproduce.logse_synthetic ' + ' '.join(
       sys.argv[1:])
   lines = [
       '# LogSE §4: two regression tasks, error and unfairness per epoch', '',

@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-import multidigits
+from mtl_bench import multidigits
 
 NUM_CLASSES = 10
 NUM_PIXELS = multidigits.DIGIT * multidigits.DIGIT

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import optax
 
 import mtl_optax as mtl
+from mtl_optax._src import leaves
 
 
 class EffectiveWeightsState(NamedTuple):
@@ -24,9 +25,9 @@ class EffectiveWeightsState(NamedTuple):
 
 
 def _shared_leaves(task_specific: Callable[[Any], Any], tree) -> list:
-  flags = jax.tree.leaves(task_specific(tree))
-  return [leaf for leaf, flag in zip(jax.tree.leaves(tree), flags)
-          if not flag]
+  """The leaves of ``tree`` that are not task-specific, as the library splits."""
+  flags = leaves.task_specific_flags(task_specific, tree)
+  return leaves.split_leaves(flags, tree)[0]
 
 
 def least_squares_weights(shared_task_grads: list, shared_update: list):

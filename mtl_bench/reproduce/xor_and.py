@@ -26,19 +26,18 @@ single-task rows), so the threshold is on a mean mini-batch loss of
 ``2T · 1e-3``. The table also gives the literal reading (mean epoch loss
 below 1e-3).
 
-  python examples/reproduce/xor_and.py
+  python -m mtl_bench.reproduce.xor_and
 """
 
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import cli  # pylint: disable=g-import-not-at-top,wrong-import-position
+from mtl_bench import cli
 
 
 def parse_args(argv=None):
   """Parses and checks the options; a bad one exits with one line and 2."""
-  parser = cli.Parser(prog=os.path.basename(__file__),
+  parser = cli.Parser(prog='python -m mtl_bench.reproduce.xor_and',
                       description=__doc__.split('\n')[0])
   parser.add_argument('--seeds', type=cli.positive_int, default=50,
                       help='runs per method and protocol')
@@ -69,10 +68,9 @@ import numpy as np
 import optax
 
 import mtl_optax as mtl
+from mtl_bench import report
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.dirname(HERE))
-import report  # pylint: disable=g-import-not-at-top
 
 INPUTS = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], np.float32)
 XOR = np.array([0, 1, 1, 0], np.float32)
@@ -224,7 +222,7 @@ def _cell(rate, mean, std):
 
 
 def table(results, args, seconds) -> str:
-  command = 'python examples/reproduce/xor_and.py ' + ' '.join(sys.argv[1:])
+  command = 'python -m mtl_bench.reproduce.xor_and ' + ' '.join(sys.argv[1:])
   lines = [
       '# Thesis §5.2: XOR and AND (Tables 3 and 4)', '',
       f'`{command.strip()}`', '',

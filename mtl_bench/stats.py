@@ -1,6 +1,6 @@
 """Student-t intervals and Welch's t-test with numpy and math only.
 
-The examples report a mean over a few seeds with a 95 % interval from the
+The benchmark reports a mean over a few seeds with a 95 % interval from the
 t-distribution, and mark a method whose Δp differs significantly from tuned
 equal weighting by Welch's unequal-variances t-test (Welch 1947, "The
 generalization of Student's problem when several different population

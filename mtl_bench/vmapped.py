@@ -4,11 +4,12 @@ A *member* is one network with its own seed, learning rate and (for the
 fixed-weight rows) task weights. ``jax.vmap`` runs every member of a group
 through the same steps, so the seeds of a method, or the whole learning-rate
 × weighting grid of a baseline, cost one compilation and one call per
-chunk of steps (as ``examples/reproduce/xor_and.py`` does for its 50 runs).
+chunk of steps (as ``mtl_bench/reproduce/xor_and.py`` does for its 50 runs).
 
 Each step is the library's intended use: ``mtl.value_and_task_grads`` gives
 the ``[T]`` losses and the per-task gradients in one forward pass, and the
-balancer, chained before Adam, gets ``task_losses``. The regime's settings
+balancer, chained before Adam (or, for a method that is the whole
+optimizer, alone with the learning rate), gets ``task_losses``. The regime's settings
 (training-set size, loss scales, trunk width) are arrays, not constants, so
 one compiled program serves every regime.
 """
@@ -25,10 +26,10 @@ from flax import nnx
 
 import mtl_optax as mtl
 
-import effective_weights
-import methods as methods_lib
-import model as model_lib
-import multidigits
+from mtl_bench import effective_weights
+from mtl_bench import methods as methods_lib
+from mtl_bench import model as model_lib
+from mtl_bench import multidigits
 
 NUM_TASKS = len(multidigits.TASKS)
 
@@ -62,11 +63,11 @@ def regime_arrays(regime: multidigits.Regime, hidden: int) -> dict:
 
 
 def _state_weights(balancer_state) -> jax.Array:
-  """``state.weights`` of the balancer (the last link of a pre-transform chain)."""
-  if not hasattr(balancer_state, 'weights') and isinstance(balancer_state,
-                                                           tuple):
-    balancer_state = balancer_state[-1]
-  return balancer_state.weights
+  """The method's own ``[T]`` weights (``mtl.last_weights``), NaN if none."""
+  try:
+    return mtl.last_weights(balancer_state).astype(jnp.float32)
+  except ValueError:  # a method that reports no task weights
+    return jnp.full([NUM_TASKS], jnp.nan, jnp.float32)
 
 
 class Program(NamedTuple):
@@ -86,13 +87,18 @@ def program(spec: str, hidden: int, batch_size: int,
                                                    rngs=nnx.Rngs(0)),
                           nnx.Param)
 
+  # MTAdam and AdaTask are the whole optimizer: they take the learning
+  # rate, and Adam is not chained after them.
+  whole = methods_lib.replaces_optimizer(spec)
+
   def optimizer(seed, lr, weights):
     balancer = methods_lib.make(spec, NUM_TASKS, model_lib.task_specific,
-                                key=seed, fixed_weights=weights)
+                                key=seed, fixed_weights=weights,
+                                learning_rate=lr)
     return optax.chain(
         effective_weights.with_effective_weights(balancer, NUM_TASKS,
                                                  model_lib.task_specific),
-        optax.adam(lr))
+        *(() if whole else (optax.adam(lr),)))
 
   def init_one(params, seed, lr, weights):
     return optimizer(seed, lr, weights).init(params)

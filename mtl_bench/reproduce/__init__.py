@@ -1,0 +1,1 @@
+"""Published tables reproduced with the library: ``python -m mtl_bench.reproduce.<name>``."""
