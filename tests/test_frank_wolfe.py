@@ -90,7 +90,7 @@ def _common_component_jacobian(num_tasks, seed):
           + rng.normal(size=dim)).astype(np.float32)
 
 
-@pytest.mark.parametrize('num_tasks', [3, 5])
+@pytest.mark.parametrize('num_tasks', [3, pytest.param(5, marks=pytest.mark.slow)])
 def test_mgda_frank_wolfe_runs_compiled_near_the_exact_point(num_tasks):
   # The tolerance stated in the mgda docstring and docs/solvers.md: on
   # gradients with a common component, after its 250 steps ‖d‖² is within
@@ -113,6 +113,7 @@ def test_mgda_frank_wolfe_runs_compiled_near_the_exact_point(num_tasks):
     assert np.all(np.asarray(fw_state.weights) >= 0)
 
 
+@pytest.mark.slow
 def test_frank_wolfe_batches_and_every_min_norm_method_takes_it():
   jacobians = np.stack([_common_component_jacobian(4, seed)
                         for seed in range(3)])

@@ -204,6 +204,7 @@ def test_layer_groups_match_a_float64_loop_over_libmtl_all_layer_groups():
                              rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_group_function_of_the_path_names_the_groups():
   # Grouping by the top-level key is 'layer' on this two-level tree; one
   # name for every leaf is 'whole'.

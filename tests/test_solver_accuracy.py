@@ -493,8 +493,15 @@ def _spread_error(update, reference_weights, jacobian):
   return np.linalg.norm(update - reference_weights @ jacobian) / size
 
 
-@pytest.mark.parametrize('name', sorted(_degenerate_cases()))
-@pytest.mark.parametrize('c', [0.5, 2.0])
+def _everyday(names, *everyday):
+  """``names`` as parameters, all but ``everyday`` in the full suite only."""
+  return [name if name in everyday else
+          pytest.param(name, marks=pytest.mark.slow) for name in names]
+
+
+@pytest.mark.parametrize('name', _everyday(sorted(_degenerate_cases()),
+                                           'opposite'))
+@pytest.mark.parametrize('c', [0.5, pytest.param(2.0, marks=pytest.mark.slow)])
 def test_cagrad_degenerate(name, c):
   # Against an independent float64 search of the dual (issue 24: opposite
   # gradients once returned g_0). c = 2 > 1 puts the minimum at g_w = 0
@@ -518,8 +525,11 @@ def test_cagrad_degenerate(name, c):
   assert num_tasks in (2, 3)
 
 
-@pytest.mark.parametrize('name', sorted(_degenerate_cases()))
-@pytest.mark.parametrize('method', ['upgrad', 'dualproj'])
+@pytest.mark.parametrize('name', _everyday(sorted(_degenerate_cases()),
+                                           'duplicate'))
+@pytest.mark.parametrize('method', ['upgrad',
+                                    pytest.param('dualproj',
+                                                 marks=pytest.mark.slow)])
 def test_dual_cone_degenerate(name, method):
   # The ridge reg_eps = 1e-4 makes the problem strictly convex, so the
   # reference (certified by KKT) is unique even here.
@@ -543,7 +553,8 @@ def test_dual_cone_degenerate(name, method):
   assert _spread_error(update, weights, jacobian) <= 1e-5
 
 
-@pytest.mark.parametrize('name', sorted(_degenerate_cases()))
+@pytest.mark.parametrize('name', _everyday(sorted(_degenerate_cases()),
+                                           'opposite_and_other'))
 def test_fair_allocation_degenerate(name):
   # Nash-MTL / FairGrad at α = 1. Where the root of G w = 1/w exists (the
   # float64 Newton reference meets it to 1e-9), the solver must return it,

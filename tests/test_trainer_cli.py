@@ -88,8 +88,17 @@ CHEAP_BAD = [
 ]
 
 
-@pytest.mark.parametrize('args,fragment', CHEAP_BAD,
-                         ids=[' '.join(a) for a, _ in CHEAP_BAD])
+# Each case starts a Python process: a few of each kind in the everyday
+# subset, all of them in the full suite.
+EVERYDAY_BAD = {'--steps 0', '--lr nan', '--method nope', '--method cagrad(c=',
+                '--method __import__("os").getcwd()', '--no-such-option'}
+
+
+@pytest.mark.parametrize('args,fragment', [
+    pytest.param(args, fragment, id=' '.join(args),
+                 marks=() if ' '.join(args) in EVERYDAY_BAD
+                 else pytest.mark.slow)
+    for args, fragment in CHEAP_BAD])
 def test_bad_option_is_one_line_and_exit_2(tmp_path, args, fragment):
   out = tmp_path / 'out'
   result = _run('train.py', args + ['--out', str(out), '--cache-dir',
