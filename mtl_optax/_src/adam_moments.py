@@ -89,7 +89,13 @@ def moments(mean: jax.Array, root: jax.Array, grads: jax.Array, b1: Any,
   b1 = jnp.asarray(b1, mean.dtype)
   b2 = jnp.asarray(b2, mean.dtype)
   new_mean = b1 * mean + (1.0 - b1) * grads
-  new_root = jnp.hypot(jnp.sqrt(b2) * root, jnp.sqrt(1.0 - b2) * grads)
+  old_part, new_part = jnp.sqrt(b2) * root, jnp.sqrt(1.0 - b2) * grads
+  # hypot's derivative is NaN at (0, 0) on newer JAX: the double where keeps
+  # the value 0 there with a zero derivative.
+  both_zero = (old_part == 0) & (new_part == 0)
+  new_root = jnp.where(
+      both_zero, 0.0,
+      jnp.hypot(jnp.where(both_zero, 1.0, old_part), new_part))
   return (jnp.where(finite, new_mean, mean).astype(mean.dtype),
           jnp.where(finite, new_root, root).astype(root.dtype))
 
