@@ -9,6 +9,8 @@ import pytest
 
 import mtl_optax as mtl
 
+import gradvac_reference  # pylint: disable=g-bad-import-order
+
 
 @functools.lru_cache(maxsize=None)
 def _transform(num_tasks, beta=0.01, key=0):
@@ -136,36 +138,6 @@ def test_invalid_target_rate_is_rejected():
 # Per-layer targets (group='layer' or a function of the key path).
 
 
-def _libmtl_groups_reference(steps, bounds, beta):
-  """LibMTL's GradVac loop for T = 2 with groups of columns, float64, no ε.
-
-  ``bounds`` are the column ranges of the groups (LibMTL's ``k_idx``). With
-  two tasks each task visits only the other, so the random order does not
-  matter. One departure from LibMTL, the library's documented decision
-  (the paper's Algorithm 1): the targets move at every visited pair, where
-  LibMTL moves them only at the pairs it modifies.
-  """
-  targets = np.zeros((len(bounds), 2, 2))
-  updates = []
-  for grads in steps:
-    modified = grads.copy()
-    for i in range(2):
-      j = 1 - i
-      for k, (begin, end) in enumerate(bounds):
-        own, other = modified[i, begin:end], grads[j, begin:end]
-        cosine = own @ other / (np.linalg.norm(own) * np.linalg.norm(other))
-        target = targets[k, i, j]
-        if cosine < target:
-          amount = np.linalg.norm(own) * (
-              target * np.sqrt(1 - cosine ** 2)
-              - cosine * np.sqrt(1 - target ** 2)) / (
-                  np.linalg.norm(other) * np.sqrt(1 - target ** 2))
-          modified[i, begin:end] += amount * other
-        targets[k, i, j] = (1 - beta) * target + beta * cosine
-    updates.append(modified.sum(axis=0))
-  return updates, targets
-
-
 def _layered(matrix):
   """A two-layer tree from [T, 6] columns: dense (bias 0:1, kernel 1:4) and
   out (kernel 4:6), in jax.tree.leaves order."""
@@ -190,7 +162,7 @@ def test_layer_groups_match_a_float64_loop_over_libmtl_all_layer_groups():
   steps = [rng.normal(size=(2, 6)) for _ in range(4)]
   # Positive cosines first, so the targets grow and later steps vaccinate.
   steps[0][1] = steps[0][0] + 0.3 * steps[0][1]
-  expected_updates, expected_targets = _libmtl_groups_reference(
+  expected_updates, expected_targets = gradvac_reference.libmtl_groups(
       steps, [(0, 4), (4, 6)], beta=0.5)
   tx = mtl.gradvac(2, beta=0.5, group='layer')
   state = tx.init(LAYERED_PARAMS)

@@ -7,12 +7,13 @@ pseudo-inverse (``g_u = U⁺ 1``, length = the sum of the projections, the
 official defaults).
 """
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 import mtl_optax as mtl
+
+import jitted_steps  # pylint: disable=g-bad-import-order
 
 
 def _config_direction(vectors):
@@ -47,14 +48,7 @@ def _official_operator(steps, chosen, b1=0.9, b2=0.999, eps=1e-8):
   return outputs
 
 
-def _steps(tx, steps, params):
-  state = tx.init(params)
-  update = jax.jit(lambda g, s: tx.update(g, s, params))
-  outputs = []
-  for grads in steps:
-    updates, state = update(grads, state)
-    outputs.append(updates)
-  return outputs, state
+_steps = jitted_steps.run
 
 
 def test_first_three_steps_by_hand():

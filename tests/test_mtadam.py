@@ -14,15 +14,10 @@ import pytest
 
 import mtl_optax as mtl
 
+import jitted_steps  # pylint: disable=g-bad-import-order
 
-def _steps(tx, steps, params):
-  state = tx.init(params)
-  update = jax.jit(lambda g, s: tx.update(g, s, params))
-  outputs = []
-  for grads in steps:
-    updates, state = update(grads, state)
-    outputs.append(updates)
-  return outputs, state
+
+_steps = jitted_steps.run
 
 
 def test_first_two_steps_by_hand():

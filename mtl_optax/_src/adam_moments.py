@@ -26,6 +26,29 @@ from mtl_optax._src import numerics
 LearningRate = float | jax.Array | Callable[[jax.Array], Any]
 
 
+def opened_state(name: str, state: Any, field: str, verb: str,
+                 shared: list) -> Any:
+  """``state`` behind an optimization barrier, its T x P field checked.
+
+  A state that jit closes over is a constant, which XLA would fold into the
+  arithmetic (reassociating it): the update would then depend on how it was
+  compiled. The barrier keeps the state opaque.
+  """
+  state = jax.lax.optimization_barrier(state)
+  base.check_shared(name, shared)
+  base.check_stacked_state(name, verb, getattr(state, field), shared)
+  return state
+
+
+def per_task_moments(shared: list, specific: list, num_tasks: int) -> dict:
+  """Zero moments: ``mu``/``root_nu`` per task on the shared leaves,
+  ``specific_mu``/``specific_root_nu`` on the task-specific ones."""
+  return dict(mu=zeros_like_leaves(shared, num_tasks),
+              root_nu=zeros_like_leaves(shared, num_tasks),
+              specific_mu=zeros_like_leaves(specific),
+              specific_root_nu=zeros_like_leaves(specific))
+
+
 def check_hyperparameters(b1: Any, b2: Any, eps: Any,
                           learning_rate: Any = None) -> None:
   """One-line ``ValueError`` for a concrete hyper-parameter out of range."""

@@ -109,19 +109,12 @@ def adatask(
     shared, specific = adam_moments.split_params(task_specific, params)
     return AdaTaskState(
         count=jnp.zeros([], jnp.int32),
-        mu=adam_moments.zeros_like_leaves(shared, num_tasks),
-        root_nu=adam_moments.zeros_like_leaves(shared, num_tasks),
-        specific_mu=adam_moments.zeros_like_leaves(specific),
-        specific_root_nu=adam_moments.zeros_like_leaves(specific))
+        **adam_moments.per_task_moments(shared, specific, num_tasks))
 
   def step(shared, specific, losses, state, inputs_finite):
     del losses  # Not used, but a non-finite one marks a bad step.
-    # A state that jit closes over is a constant, which XLA would fold into
-    # the arithmetic (reassociating it): the update would then depend on
-    # how it was compiled. The barrier keeps the state opaque.
-    state = jax.lax.optimization_barrier(state)
-    base.check_shared(name, shared)
-    base.check_stacked_state(name, 'holds moments of', state.mu, shared)
+    state = adam_moments.opened_state(name, state, 'mu', 'holds moments of',
+                                      shared)
     finite = inputs_finite & numerics.all_finite(*shared)
     corrections = adam_moments.bias_corrections(state.count, b1, b2)
     rate = adam_moments.learning_rate_at(learning_rate, state.count)

@@ -163,13 +163,8 @@ def m_config(
 
   def step(shared, specific, losses, state, inputs_finite):
     del losses  # Not used, but a non-finite one marks a bad step.
-    # A state that jit closes over is a constant, which XLA would fold into
-    # the arithmetic (reassociating it): the update would then depend on
-    # how it was compiled. The barrier keeps the state opaque.
-    state = jax.lax.optimization_barrier(state)
-    base.check_shared(name, shared)
-    base.check_stacked_state(name, 'holds momenta of', state.momenta,
-                             shared)
+    state = adam_moments.opened_state(name, state, 'momenta',
+                                      'holds momenta of', shared)
     finite = inputs_finite & numerics.all_finite(*shared)
     task = state.count % num_tasks
     chosen = (jnp.ones([num_tasks], jnp.int32) if update_all_tasks else

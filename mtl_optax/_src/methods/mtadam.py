@@ -173,19 +173,12 @@ def mtadam(
         count=jnp.zeros([], jnp.int32),
         balancing_factors=jnp.ones([num_tasks], jnp.float32),
         norms=jnp.zeros([len(shared), num_tasks], jnp.float32),
-        mu=adam_moments.zeros_like_leaves(shared, num_tasks),
-        root_nu=adam_moments.zeros_like_leaves(shared, num_tasks),
-        specific_mu=adam_moments.zeros_like_leaves(specific),
-        specific_root_nu=adam_moments.zeros_like_leaves(specific))
+        **adam_moments.per_task_moments(shared, specific, num_tasks))
 
   def step(shared, specific, losses, state, inputs_finite):
     del losses  # Not used, but a non-finite one marks a bad step.
-    # A state that jit closes over is a constant, which XLA would fold into
-    # the arithmetic (reassociating it): the update would then depend on
-    # how it was compiled. The barrier keeps the state opaque.
-    state = jax.lax.optimization_barrier(state)
-    base.check_shared(name, shared)
-    base.check_stacked_state(name, 'holds moments of', state.mu, shared)
+    state = adam_moments.opened_state(name, state, 'mu', 'holds moments of',
+                                      shared)
     if state.norms.shape[0] != len(shared):
       raise ValueError(
           f'{name}: the state holds norms for {state.norms.shape[0]} shared '
