@@ -26,7 +26,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, 'examples', 'train_sharded.py')
 TIMEOUT_S = 600
 MODES = ('data', 'fsdp')
-METHODS = ('mgda', 'upgrad', 'db_mtl')
+METHODS = ('mgda', 'db_mtl')  # a Gramian weighting and a T x P state
 TRAINING = ['--mode', ','.join(MODES), '--method', ','.join(METHODS),
             '--steps', '3', '--hidden', '32', '--num-train', '512',
             '--batch-size', '64']
