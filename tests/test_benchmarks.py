@@ -13,6 +13,10 @@ import sys
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
+if str(ROOT / 'benchmarks') not in sys.path:  # The sections import `common`.
+  sys.path.insert(0, str(ROOT / 'benchmarks'))
+
+import bench_torchjd  # noqa: E402  pylint: disable=g-import-not-at-top
 
 
 @pytest.mark.slow
@@ -39,3 +43,38 @@ def test_quick_core_benchmark_writes_tables(tmp_path):
   assert kernels['rows'][0][-1] > 0
   assert markdown.count('Machine: ') == 2
   assert 'jax ' + record['versions']['jax'] in markdown
+
+
+def test_torchjd_gemm_rates_arithmetic():
+  # T=8, P=1e6: a full GEMM counts 2·8²·1e6 = 1.28e8 FLOPs and one read of J
+  # 4·8·1e6 = 3.2e7 bytes. 1.28e8 / 2 ms = 6.4e10 /s, / 1.6 ms = 8e10 /s;
+  # 3.2e7 / 1 ms = 3.2e10 B/s, / 2 ms = 1.6e10 B/s.
+  rates = bench_torchjd.gemm_rates(8, 10**6, ours_ms=2.0, blas_ms=1.6,
+                                   read_ms=1.0)
+  assert rates == pytest.approx({
+      'ours_gflops': 64.0, 'blas_gflops': 80.0, 'of_blas': 0.8,
+      'read_gbs': 32.0, 'ours_gbs': 16.0, 'of_read': 0.5})
+
+
+def test_quick_torchjd_tables_without_torch(monkeypatch):
+  # As without the bench extra, whatever this environment has installed.
+  monkeypatch.setattr(bench_torchjd, '_torch', lambda: (None, None))
+  monkeypatch.setattr(bench_torchjd, '_torch_alone', lambda: None)
+  aggregators, gemm = bench_torchjd.run(quick=True)
+
+  assert aggregators['rows'] == []
+  assert 'torch or torchjd is not installed' in aggregators['notes']
+  assert gemm['columns'] == [
+      'T', 'P', 'ours mtl.gramian ms', 'torch J @ J.T ms', 'numpy J @ J.T ms',
+      'ours GFLOP/s', 'best BLAS GFLOP/s', 'ours / best BLAS rate',
+      'streaming read GB/s', 'ours effective GB/s', 'ours / streaming read']
+  [row] = gemm['rows']
+  assert row[:2] == [8, 2**16] and row[3] == 'not installed'
+  ours_ms, numpy_ms = row[2], row[4]
+  # Without torch the best BLAS is numpy's: its rate over ours is their time
+  # ratio, and the columns agree with the helper's arithmetic.
+  assert row[7] == pytest.approx(numpy_ms / ours_ms)
+  assert row[5] == pytest.approx(2 * 8**2 * 2**16 / ours_ms * 1e-6)
+  assert row[9] == pytest.approx(4 * 8 * 2**16 / ours_ms * 1e-6)
+  assert min(row[2:3] + row[4:]) > 0
+  assert 'Quick mode' in gemm['notes'] and '≥ 0.7' in gemm['notes']
