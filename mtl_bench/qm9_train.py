@@ -570,17 +570,23 @@ def markdown(results: dict) -> str:
   rows = results['rows']
   shared = [label for label in rows if label in PAPER_DELTA_P]
   our_rank = dict(zip(rows, ranks([rows[k]['delta_p_mean'] for k in rows])))
+  # Ranks among Table 3's methods only, ours and the paper's: the pairs
+  # that the rank correlation compares.
+  shared_rank = dict(zip(shared, ranks([rows[k]['delta_p_mean']
+                                        for k in shared])))
   paper_rank = dict(zip(shared, ranks([PAPER_DELTA_P[k] for k in shared])))
   header = ('| method | ' + ' | '.join(
       f'{task.symbol} ({task.unit})' for task in qm9.TASKS)
-            + ' | Δp % (ours) | rank | Δp % (Table 3) | rank |')
-  lines = [header, '|' + '---|' * (qm9.NUM_TASKS + 5)]
+            + f' | Δp % (ours) | rank of {len(rows)} | rank of '
+            f'{len(shared)} (Table 3\'s methods) | Δp % (Table 3) | rank '
+            f'of {len(shared)} (Table 3) |')
+  lines = [header, '|' + '---|' * (qm9.NUM_TASKS + 6)]
   stl = results['single_task']['test_mae']
   lines.append('| STL (ours) | ' + ' | '.join(
       _cell(stats.mean_interval([seed[t] for seed in stl]))
-      for t in range(qm9.NUM_TASKS)) + ' | 0 | | 0 | |')
+      for t in range(qm9.NUM_TASKS)) + ' | 0 | | | 0 | |')
   lines.append('| STL (Table 3) | ' + ' | '.join(
-      f'{value:g}' for value in PAPER_STL) + ' | | | 0 | |')
+      f'{value:g}' for value in PAPER_STL) + ' | | | | 0 | |')
   for label, row in rows.items():
     mae = row['test_mae']
     paper = PAPER_DELTA_P.get(label)
@@ -590,6 +596,7 @@ def markdown(results: dict) -> str:
             for t in range(qm9.NUM_TASKS))
         + f' | {_cell(stats.mean_interval(row["delta_p"]), 4)} | '
         + f'{our_rank[label]:g} | '
+        + ('' if paper is None else f'{shared_rank[label]:g}') + ' | '
         + ('' if paper is None else f'{paper:g}') + ' | '
         + ('' if paper is None else f'{paper_rank[label]:g}') + ' |')
   correlation = results['spearman']
