@@ -51,7 +51,6 @@ MLP, a smoke test); TorchJD needs ``pip install -e '.[bench]'``.
 import dataclasses
 import importlib.util
 import json
-import pathlib
 import subprocess
 import sys
 import time
@@ -65,8 +64,6 @@ import optax
 import common
 import mtl_optax as mtl
 
-HERE = pathlib.Path(__file__).resolve().parent
-ROOT = HERE.parent
 LEARNING_RATE = 1e-3
 TORCH_THREADS = 2
 WORKER_TIMEOUT_S = 600
@@ -86,8 +83,7 @@ class Model:
 
 
 def _qm9_inputs() -> int:
-  if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+  # common put the repository root on the path.
   from mtl_bench import qm9_model  # pylint: disable=g-import-not-at-top
   return qm9_model.DESCRIPTOR_SIZE
 

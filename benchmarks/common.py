@@ -8,13 +8,23 @@ ratio alike.
 """
 
 import os
+import pathlib
 import platform
 import statistics
+import sys
 import time
 from importlib import metadata
 from typing import Any, Callable
 
 import jax
+
+# The repository root, for mtl_bench (the machine's name, the QM9 encoder)
+# also without the compat editable install.
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+  sys.path.insert(0, str(ROOT))
+
+from mtl_bench.machine import cpu_model  # noqa: E402  pylint: disable=g-import-not-at-top
 
 MB = 2.0**20
 SECONDS_PER_MEASUREMENT = 6.0  # Bounds the rounds of interleaved_ms.
@@ -51,17 +61,6 @@ def interleaved_ms(fns: dict[str, Callable[[], Any]], repeats: int = 5,
     for name, fn in fns.items():
       samples[name].append(_seconds(fn))
   return {name: 1e3 * reduce(times) for name, times in samples.items()}
-
-
-def cpu_model() -> str:
-  try:
-    with open('/proc/cpuinfo') as cpuinfo:
-      for line in cpuinfo:
-        if line.startswith('model name'):
-          return line.split(':', 1)[1].strip()
-  except OSError:
-    pass
-  return platform.processor() or platform.machine()
 
 
 def _version(package: str) -> str | None:

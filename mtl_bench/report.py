@@ -11,6 +11,7 @@ from typing import Sequence
 
 import numpy as np
 
+from mtl_bench import machine
 from mtl_bench import multidigits
 from mtl_bench import stats
 
@@ -44,25 +45,13 @@ def task_changes(metrics, single_task,
   return 100.0 * signs * (metrics - single_task) / single_task
 
 
-def cpu_model() -> str:
-  """The CPU's model name (Linux), else the machine type."""
-  try:
-    with open('/proc/cpuinfo', encoding='utf-8') as cpuinfo:
-      for line in cpuinfo:
-        if line.startswith('model name'):
-          return line.split(':', 1)[1].strip()
-  except OSError:
-    pass
-  return platform.processor() or platform.machine()
-
-
 def versions() -> str:
   """One line naming the machine (its CPU model) and the versions."""
   import flax  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
   import optax  # pylint: disable=g-import-not-at-top
   import sklearn  # pylint: disable=g-import-not-at-top
-  return (f'{platform.platform()}, {cpu_model()}'
+  return (f'{platform.platform()}, {machine.cpu_model()}'
           f', {os.cpu_count()} CPU cores, {jax.default_backend()} backend; '
           f'python {platform.python_version()}, jax {jax.__version__}, '
           f'optax {optax.__version__}, flax {flax.__version__}, '
