@@ -429,16 +429,12 @@ def libmtl_worker() -> dict:
 
 def _run_worker(request: dict) -> dict:
   try:
-    done = subprocess.run(
-        [sys.executable, __file__, '--peer', json.dumps(request)],
-        capture_output=True, text=True, timeout=WORKER_TIMEOUT_S, check=False)
+    return common.json_from_process([__file__, '--peer', json.dumps(request)],
+                                    WORKER_TIMEOUT_S)
   except subprocess.TimeoutExpired:
     return {'failed': f'timed out after {WORKER_TIMEOUT_S} s'}
-  lines = done.stdout.strip().splitlines()
-  if done.returncode or not lines:
-    last = (done.stderr.strip().splitlines() or ['no output'])[-1]
-    return {'failed': last[:100]}
-  return json.loads(lines[-1])
+  except RuntimeError as error:
+    return {'failed': str(error)[:100]}
 
 
 def _installed(*names: str) -> bool:

@@ -15,13 +15,21 @@ out; their cells say so.
 
 Table 2 measures our public ``mtl.gramian`` against the machine's
 best BLAS on the same ``[T, P] × [P, T]`` product (numpy's and torch's
-``J @ J.T``) and against a streaming read of ``J``: the first bounds a
-compute-bound Gramian (T = 32, 128), the second a bandwidth-bound one (T = 8).
-It needs neither torch nor torchjd; without torch its torch cells say so.
+``J @ J.T``, and torch's on one thread: the rate per core) and against a
+streaming read of ``J``: the first bounds a compute-bound Gramian (T = 32,
+128), the second a bandwidth-bound one (T = 8). It needs neither torch nor
+torchjd; without torch its torch cells say so.
+
+The peer side (TorchJD, torch, numpy) runs in a process of its own,
+``torchjd_worker.py``, on a saved copy of the same ``J``, alternated with
+ours: that module's docstring says why.
 """
 
+import importlib.util
+import json
 import os
-import re
+import pathlib
+import tempfile
 
 import jax
 import jax.numpy as jnp
@@ -30,6 +38,7 @@ import numpy as np
 import bench_balancers
 import bench_core
 import common
+import torchjd_worker
 
 # TorchJD aggregator -> (candidate method names in mtl_optax/catalog.py,
 # keyword arguments matching our registry's hyper-parameters).
@@ -54,13 +63,14 @@ DEFAULTS = {'CAGrad': {'c': 0.5}, 'FairGrad': {'alpha': 1.0},
             'NashMTL': {}}
 
 
-def _torch():
-  try:
-    import torch  # pylint: disable=g-import-not-at-top
-    import torchjd.aggregation  # pylint: disable=g-import-not-at-top
-  except ImportError:
-    return None, None
-  return torch, torchjd.aggregation
+WORKER = pathlib.Path(__file__).with_name('torchjd_worker.py')
+WORKER_TIMEOUT_S = 1200
+ROUNDS = 2  # Of (ours, then the peer's process) per shape, fastest of all.
+TORCH_THREADS = os.cpu_count()
+
+
+def _installed(*names: str) -> bool:
+  return all(importlib.util.find_spec(name) is not None for name in names)
 
 
 def _find(methods, candidates):
@@ -74,29 +84,52 @@ def _find(methods, candidates):
   return None
 
 
-def _torch_aggregator(aggregation, name, method, num_tasks):
-  """TorchJD's aggregator ``name`` with our method's hyper-parameters."""
-  cls = getattr(aggregation, name)
+def _torchjd_kwargs(name, method, num_tasks) -> dict:
+  """TorchJD's keyword arguments for ``name``, our method's hyper-parameters."""
   kwargs = dict(DEFAULTS.get(name, {}))
   for theirs, ours in COUNTERPARTS[name][1].items():
     if method is not None and ours in method.kwargs:
       kwargs[theirs] = float(method.kwargs[ours])
   if name == 'NashMTL':
     kwargs['n_tasks'] = num_tasks
-  return cls(**kwargs)
+  return kwargs
 
 
-def _paired_ms(torch, ours, theirs, repeats):
-  """``(ours_ms, theirs_ms)``: fastest of repeats timed in alternation.
+def _peer(path: str, aggregators: dict, blas: list[str],
+          repeats: int) -> dict:
+  """The worker's answer (torchjd_worker.measure) on the ``J`` saved at path."""
+  request = {'path': path, 'aggregators': aggregators, 'blas': blas,
+             'known': list(COUNTERPARTS), 'use_torch': _installed('torch'),
+             'threads': TORCH_THREADS, 'repeats': repeats}
+  try:
+    return common.json_from_process([str(WORKER), json.dumps(request)],
+                                    WORKER_TIMEOUT_S)
+  except RuntimeError as error:
+    raise RuntimeError(f'torchjd_worker.py failed: {error}') from error
 
-  Timing the two sides in the same rounds puts them under the same load of
-  the shared machine; timed one after the other, a change of load between
-  them shows up as a ratio.
+
+def _alternated(task_grads: jax.Array, ours: dict, aggregators: dict,
+                blas: list[str], repeats: int) -> tuple[dict, dict]:
+  """``(ours ms, peer answer)``: the fastest over ``ROUNDS`` alternations.
+
+  Each round times our calls in this process, then the peer's in a process
+  of its own on a saved copy of the same ``J``; a change of the shared
+  machine's load then reaches both sides.
   """
-  with torch.no_grad():
-    times = common.interleaved_ms({'ours': ours, 'theirs': theirs}, repeats,
-                                  'min')
-  return times['ours'], times['theirs']
+  best_ours, peer = {}, None
+  with tempfile.TemporaryDirectory() as directory:
+    path = os.path.join(directory, 'jacobian.npy')
+    np.save(path, np.asarray(task_grads))
+    for _ in range(ROUNDS):
+      times = common.interleaved_ms(ours, repeats, 'min')
+      best_ours = {name: min(ms, best_ours.get(name, ms))
+                   for name, ms in times.items()}
+      answer = _peer(path, aggregators, blas, repeats)
+      if peer is not None:
+        answer['ms'] = {name: min(ms, peer['ms'].get(name, ms))
+                        for name, ms in answer['ms'].items()}
+      peer = answer
+  return best_ours, peer
 
 
 def shapes(quick: bool) -> list[tuple[int, int]]:
@@ -105,71 +138,76 @@ def shapes(quick: bool) -> list[tuple[int, int]]:
   return [(t, p) for t in (8, 32) for p in (10**6, 2**20, 4 * 10**6, 2**22)]
 
 
+def _compiled_updates(pairs, num_tasks, task_grads):
+  """``(calls, failures)``: our jitted update per TorchJD name."""
+  size = task_grads.shape[1]
+  params = jnp.zeros((size,), jnp.float32)
+  task_losses = jnp.linspace(0.5, 2.0, num_tasks, dtype=jnp.float32)
+  calls, failures = {}, {}
+  for name, method in pairs:
+    try:
+      compiled, args, _, _ = bench_balancers.compiled_update(
+          method, num_tasks, task_grads, params, task_losses)
+      jax.block_until_ready(compiled(*args))
+    except Exception as error:  # pylint: disable=broad-except
+      failures[name] = f'ours failed: {type(error).__name__}'
+      continue
+    calls[name] = (lambda c, a: lambda: c(*a))(compiled, args)
+  return calls, failures
+
+
 def aggregator_table(quick: bool) -> dict:
   """Table 1: our jitted updates against TorchJD's aggregators."""
-  torch, aggregation = _torch()
   columns = ['method (TorchJD / ours)']
   shape_list = shapes(quick)
   columns += [f'T={t} P={p:.3g}' for t, p in shape_list]
   title = ('Our jitted update / TorchJD aggregator on the same Jacobian '
            '(time ratio, < 1: ours faster)')
-  if torch is None:
+  if not _installed('torch', 'torchjd'):
     return {'title': title, 'columns': columns, 'rows': [],
             'notes': 'Skipped: torch or torchjd is not installed (install the '
                      "optional extra: pip install -e '.[bench]')."}
-  torch.set_num_threads(os.cpu_count())
   methods = bench_balancers.methods()
   pairs = [(name, _find(methods, candidates))
-           for name, (candidates, _) in COUNTERPARTS.items()
-           if hasattr(aggregation, name)]
+           for name, (candidates, _) in COUNTERPARTS.items()]
   pairs = [(name, method) for name, method in pairs if method is not None]
   repeats = 3 if quick else 5
-  ratios = {name: [] for name, _ in pairs}
+  cells = {name: [] for name, _ in pairs}
   detail = {name: [] for name, _ in pairs}
   kernel_row = ['J Jᵀ kernel: ours blocked / torch matmul']
+  available = set()
   for num_tasks, size in shape_list:
     task_grads = bench_core.stacked_gradients(num_tasks, size)
-    matrix = torch.from_numpy(np.array(task_grads))  # A writable copy.
-    params = jnp.zeros((size,), jnp.float32)
-    task_losses = jnp.linspace(0.5, 2.0, num_tasks, dtype=jnp.float32)
-    ours_gram, theirs_gram = _paired_ms(
-        torch, lambda: bench_core.KERNELS['blocked_gram'](task_grads),
-        lambda: matrix @ matrix.T, repeats)
-    kernel_row.append(ours_gram / theirs_gram)
-    for name, method in pairs:
-      try:
-        compiled, args, _, _ = bench_balancers.compiled_update(
-            method, num_tasks, task_grads, params, task_losses)
-        jax.block_until_ready(compiled(*args))
-      except Exception as error:  # pylint: disable=broad-except
-        ratios[name].append(f'ours failed: {type(error).__name__}')
+    calls, failures = _compiled_updates(pairs, num_tasks, task_grads)
+    calls['J Jᵀ'] = lambda: bench_core.KERNELS['blocked_gram'](task_grads)
+    aggregators = {name: _torchjd_kwargs(name, method, num_tasks)
+                   for name, method in pairs if name in calls}
+    ours, peer = _alternated(task_grads, calls, aggregators,
+                             ['torch J @ J.T'], repeats)
+    available.update(peer['available'])
+    kernel_row.append(ours['J Jᵀ'] / peer['ms']['torch J @ J.T'])
+    for name, _ in pairs:
+      if name in failures or name in peer['cells']:
+        cells[name].append(failures.get(name) or peer['cells'][name])
         continue
-      try:
-        aggregator = _torch_aggregator(aggregation, name, method, num_tasks)
-        ours, theirs = _paired_ms(torch, lambda: compiled(*args),
-                                  lambda: aggregator(matrix), repeats)
-      except ImportError:
-        ratios[name].append('TorchJD lacks an optional dependency')
-        continue
-      except Exception as error:  # pylint: disable=broad-except
-        ratios[name].append(f'TorchJD failed: {type(error).__name__}')
-        continue
-      ratios[name].append(ours / theirs)
-      detail[name].append((num_tasks, size, ours, theirs))
-    del task_grads, matrix
-  rows = [kernel_row] + [[f'{name} / {method.name}'] + ratios[name]
-                         for name, method in pairs]
-  missing = sorted(name for name in COUNTERPARTS
-                   if hasattr(aggregation, name)
-                   and name not in dict(pairs))
+      theirs = peer['ms'][name]
+      cells[name].append(ours[name] / theirs)
+      detail[name].append((num_tasks, size, ours[name], theirs))
+    del task_grads, calls
+  rows = [kernel_row] + [[f'{name} / {method.name}'] + cells[name]
+                         for name, method in pairs
+                         if name in available or not available]
+  missing = sorted(available - {name for name, _ in pairs})
   times = '; '.join(
       f'{name}: ' + ', '.join(f'T={t} P={p:.3g} {ours:.1f}/{theirs:.1f} ms'
                               for t, p, ours, theirs in entries)
       for name, entries in detail.items() if entries)
-  notes = ('Fastest of repeats with ours and theirs timed in alternation '
-           '(the machine is shared), ours = one jitted update (Gramian, weighting, '
-           'weighted sum, state), theirs = one call of the aggregator on a '
-           f'torch tensor sharing the data, torch threads = {os.cpu_count()}. '
+  notes = (f'Fastest of {ROUNDS} rounds of {repeats} calls each. In a round '
+           'ours are timed in this process (one jitted update: Gramian, '
+           'weighting, weighted sum, state; every method interleaved), then '
+           "TorchJD's in a process of its own (benchmarks/torchjd_worker.py: "
+           'no JAX threads beside torch\'s) on a saved copy of the same '
+           f'float32 J, torch threads = {TORCH_THREADS}, under no_grad. '
            f'Milliseconds (ours/theirs): {times}.')
   if missing:
     notes += (' TorchJD aggregators without a counterpart here yet: '
@@ -212,33 +250,6 @@ def gemm_rates(num_tasks: int, size: int, ours_ms: float, blas_ms: float,
   }
 
 
-def _torch_alone():
-  """torch without torchjd: table 2 needs only its matmul and sum."""
-  try:
-    import torch  # pylint: disable=g-import-not-at-top
-  except ImportError:
-    return None
-  return torch
-
-
-def _numpy_blas() -> str:
-  try:
-    blas = np.show_config(mode='dicts')['Build Dependencies']['blas']
-  except Exception:  # pylint: disable=broad-except
-    return 'unknown'
-  return f"{blas.get('name', 'unknown')} {blas.get('version', '')}".strip()
-
-
-def _torch_blas(torch) -> str:
-  try:
-    match = re.search(r'BLAS_INFO=([\w-]+)', torch.__config__.show())
-    mkl = torch.backends.mkl.is_available()
-  except Exception:  # pylint: disable=broad-except
-    return 'unknown'
-  name = match.group(1) if match else 'unknown'
-  return f"BLAS_INFO={name}, MKL {'available' if mkl else 'not available'}"
-
-
 def _blas_threads() -> str:
   named = [f'{name}={os.environ[name]}'
            for name in ('OPENBLAS_NUM_THREADS', 'OMP_NUM_THREADS',
@@ -246,73 +257,72 @@ def _blas_threads() -> str:
   return ', '.join(named) if named else 'no thread variable set (all cores)'
 
 
-def _gemm_row(torch, num_tasks: int, size: int, repeats: int):
-  """``(times in ms by name, matmul names, read names)`` of one shape."""
+PEER_MATMULS = ['numpy J @ J.T', 'torch J @ J.T']
+PEER_READS = ['numpy J.sum()', 'numpy 1 @ J', 'torch J.sum()']
+
+
+def _gemm_row(num_tasks: int, size: int, repeats: int) -> tuple[dict, dict]:
+  """``(times in ms by name, the peer's answer)`` of one shape."""
   task_grads = bench_core.stacked_gradients(num_tasks, size)
-  matrix = np.array(task_grads)  # A writable copy torch shares.
-  ones = np.ones((num_tasks,), np.float32)
   jax_sum = jax.jit(jnp.sum)
-  calls = {'ours': lambda: bench_core.KERNELS['gramian'](task_grads),
-           'numpy J @ J.T': lambda: matrix @ matrix.T,
-           'numpy J.sum()': matrix.sum,
-           'numpy 1 @ J': lambda: ones @ matrix,
-           'jax jnp.sum(J)': lambda: jax_sum(task_grads)}
-  if torch is not None:
-    tensor = torch.from_numpy(matrix)
-    calls['torch J @ J.T'] = lambda: tensor @ tensor.T
-    calls['torch J.sum()'] = tensor.sum
-  matmuls = [name for name in calls if name.endswith('@ J.T')]
-  reads = [name for name in calls if name not in matmuls and name != 'ours']
-  if torch is None:
-    times = common.interleaved_ms(calls, repeats, 'min')
-  else:
-    with torch.no_grad():
-      times = common.interleaved_ms(calls, repeats, 'min')
-  return times, matmuls, reads
+  ours = {'ours': lambda: bench_core.KERNELS['gramian'](task_grads),
+          'jax jnp.sum(J)': lambda: jax_sum(task_grads)}
+  times, peer = _alternated(
+      task_grads, ours, {},
+      PEER_MATMULS + PEER_READS + [torchjd_worker.ONE_THREAD], repeats)
+  times.update(peer['ms'])
+  return times, peer
 
 
 def gemm_table(quick: bool) -> dict:
   """Table 2: ``mtl.gramian`` against the best BLAS and a streaming read."""
-  torch = _torch_alone()
-  if torch is not None:
-    torch.set_num_threads(os.cpu_count())
   repeats = 3 if quick else 5
   rows, skipped, fastest_reads = [], [], []
+  blas_names = {}
   for num_tasks, size in gemm_shapes(quick):
-    # J in JAX plus the numpy copy (torch shares the copy).
+    # J in JAX, its saved copy and the worker's (torch shares the worker's).
     need = 2 * BYTES_PER_ENTRY * num_tasks * size
     if need > bench_core.MAX_BYTES:
       skipped.append(f'T={num_tasks} P={size:.3g} ({need / bench_core.GIB:.1f} '
                      'GiB)')
       continue
-    times, matmuls, reads = _gemm_row(torch, num_tasks, size, repeats)
-    blas_ms = min(times[name] for name in matmuls)
+    times, peer = _gemm_row(num_tasks, size, repeats)
+    blas_names = peer['blas']
+    blas_ms = min(times[name] for name in PEER_MATMULS if name in times)
+    reads = [name for name in PEER_READS + ['jax jnp.sum(J)'] if name in times]
     read = min(reads, key=times.get)
     fastest_reads.append(f'T={num_tasks} P={size:.3g}: {read}')
     rate = gemm_rates(num_tasks, size, times['ours'], blas_ms, times[read])
+    one_thread = times.get(torchjd_worker.ONE_THREAD)
     rows.append([
         num_tasks, size, times['ours'],
         times.get('torch J @ J.T', NOT_INSTALLED), times['numpy J @ J.T'],
         rate['ours_gflops'], rate['blas_gflops'], rate['of_blas'],
+        NOT_INSTALLED if one_thread is None else one_thread / times['ours'],
         rate['read_gbs'], rate['ours_gbs'], rate['of_read']])
   columns = ['T', 'P', 'ours mtl.gramian ms', 'torch J @ J.T ms',
              'numpy J @ J.T ms', 'ours GFLOP/s', 'best BLAS GFLOP/s',
-             'ours / best BLAS rate', 'streaming read GB/s',
-             'ours effective GB/s', 'ours / streaming read']
-  torch_blas = (f'torch {_torch_blas(torch)} with {os.cpu_count()} threads'
-                if torch is not None else 'torch is not installed, its cells '
-                "say so: pip install -e '.[bench]'")
+             'ours / best BLAS rate', 'ours / torch 1-thread rate',
+             'streaming read GB/s', 'ours effective GB/s',
+             'ours / streaming read']
+  torch_blas = (f"torch {blas_names['torch']} with {TORCH_THREADS} threads"
+                if blas_names.get('torch') else 'torch is not installed, its '
+                "cells say so: pip install -e '.[bench]'")
   notes = (
-      'Milliseconds are the fastest of repeats, every call of a row timed in '
-      'alternation (the machine is shared), on copies of the same float32 '
-      '`J` [T, P]: ours = the jitted public `mtl.gramian(J)` (the blocked '
-      'kernel plus its over/underflow check); numpy `J @ J.T` on a writable '
-      f'copy (numpy BLAS: {_numpy_blas()}, {_blas_threads()}; numpy calls '
-      'BLAS syrk for a matrix times its own transpose); torch `J @ J.T` on '
-      f'the same copy under no_grad ({torch_blas}). Best BLAS = the faster '
-      'of numpy and torch. GFLOP/s count a full GEMM, 2·T²·P FLOPs, for '
+      f'Milliseconds are the fastest of {ROUNDS} rounds of {repeats} calls, '
+      'on copies of the same float32 `J` [T, P]. In a round ours are timed in '
+      'this process, then numpy\'s and torch\'s in a process of its own '
+      '(benchmarks/torchjd_worker.py, without JAX): ours = the jitted public '
+      '`mtl.gramian(J)` (the blocked kernel plus its over/underflow check); '
+      f"numpy `J @ J.T` (numpy BLAS: {blas_names.get('numpy', 'unknown')}, "
+      f'{_blas_threads()}; numpy calls BLAS syrk for a matrix times its own '
+      'transpose); torch `J @ J.T` under no_grad '
+      f'({torch_blas}), and again on 1 thread. Best BLAS = the faster of '
+      'numpy and torch. GFLOP/s count a full GEMM, 2·T²·P FLOPs, for '
       'every side (a symmetric kernel such as syrk needs half of them), in '
-      '1e9 per second; ours / best BLAS rate = best BLAS ms / ours ms. The '
+      '1e9 per second; ours / best BLAS rate = best BLAS ms / ours ms; ours '
+      '/ torch 1-thread rate = torch\'s 1-thread ms / ours ms (the rate per '
+      'core, ours on all cores). The '
       'streaming read is the fastest of numpy `J.sum()` (one thread), numpy '
       '`ones[T] @ J` (BLAS gemv, threaded, also writes P floats), jax '
       '`jnp.sum(J)` jitted and, with torch, torch `J.sum()` (threaded): '
@@ -320,8 +330,8 @@ def gemm_table(quick: bool) -> dict:
       'at most two FLOPs per entry, so its rate is the memory bandwidth; '
       'its GB/s and ours effective GB/s count 4·T·P bytes (one read of J) in '
       '1e9 per second; ours / streaming read = read ms / ours ms. Targets '
-      f'(the project\'s): ours / best BLAS rate ≥ {GEMM_TARGET} at T = 32 and 128 '
-      f'(compute-bound), ours / streaming read ≥ {GEMM_TARGET} at T = 8 '
+      f'(the project\'s): ours / best BLAS rate ≥ {GEMM_TARGET} at T = 32 and '
+      f'128 (compute-bound), ours / streaming read ≥ {GEMM_TARGET} at T = 8 '
       '(bandwidth-bound). Fastest read per row: '
       + '; '.join(fastest_reads) + '.')
   if quick:

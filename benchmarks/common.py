@@ -7,10 +7,12 @@ round) so that a change in the load of a shared machine hits every column of a
 ratio alike.
 """
 
+import json
 import os
 import pathlib
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from importlib import metadata
@@ -61,6 +63,23 @@ def interleaved_ms(fns: dict[str, Callable[[], Any]], repeats: int = 5,
     for name, fn in fns.items():
       samples[name].append(_seconds(fn))
   return {name: 1e3 * reduce(times) for name, times in samples.items()}
+
+
+def json_from_process(argv: list[str], timeout_s: float) -> dict:
+  """The JSON object a child process prints on its last line of output.
+
+  Peers (torch, TorchJD) are timed in processes of their own, so that their
+  threads and JAX's do not take each other's cores. Raises RuntimeError with
+  the child's last error line if it fails or prints nothing, and
+  subprocess.TimeoutExpired if it runs past ``timeout_s``.
+  """
+  done = subprocess.run([sys.executable, *argv], capture_output=True,
+                        text=True, timeout=timeout_s, check=False)
+  lines = done.stdout.strip().splitlines()
+  if done.returncode or not lines:
+    last = (done.stderr.strip().splitlines() or ['no output'])[-1]
+    raise RuntimeError(last[:200])
+  return json.loads(lines[-1])
 
 
 def _version(package: str) -> str | None:
