@@ -49,7 +49,6 @@ MLP, a smoke test); TorchJD needs ``pip install -e '.[bench]'``.
 """
 
 import dataclasses
-import importlib.util
 import json
 import subprocess
 import sys
@@ -437,10 +436,6 @@ def _run_worker(request: dict) -> dict:
     return {'failed': str(error)[:100]}
 
 
-def _installed(*names: str) -> bool:
-  return all(importlib.util.find_spec(name) is not None for name in names)
-
-
 def measure_torchjd(model: Model, method: str, library: str, warmup: int,
                     steps: int) -> dict | str:
   """``{'ms', 'rss_mib', ...}`` of TorchJD's step, or a cell saying why not."""
@@ -470,7 +465,7 @@ LIBMTL_PYPI = (
 
 
 def libmtl_notice() -> str:
-  if not _installed('LibMTL'):
+  if not common.installed('LibMTL'):
     return LIBMTL_PYPI
   found = _run_worker({'kind': 'libmtl'})
   error = found.get('error') or found.get('failed')
@@ -554,7 +549,7 @@ def model_table(model: Model, methods: list[str], quick: bool,
 
 
 def run(quick: bool = False, methods: list[str] | None = None) -> list[dict]:
-  with_torch = _installed('torch', 'torchjd')
+  with_torch = common.installed('torch', 'torchjd')
   methods = list(METHODS) if methods is None else methods
   tables = []
   for model in models(quick):

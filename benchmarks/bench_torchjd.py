@@ -25,7 +25,6 @@ The peer side (TorchJD, torch, numpy) runs in a process of its own,
 ours: that module's docstring says why.
 """
 
-import importlib.util
 import json
 import os
 import pathlib
@@ -69,10 +68,6 @@ ROUNDS = 2  # Of (ours, then the peer's process) per shape, fastest of all.
 TORCH_THREADS = os.cpu_count()
 
 
-def _installed(*names: str) -> bool:
-  return all(importlib.util.find_spec(name) is not None for name in names)
-
-
 def _find(methods, candidates):
   by_name = {method.name: method for method in methods}
   for candidate in candidates:
@@ -99,7 +94,7 @@ def _peer(path: str, aggregators: dict, blas: list[str],
           repeats: int) -> dict:
   """The worker's answer (torchjd_worker.measure) on the ``J`` saved at path."""
   request = {'path': path, 'aggregators': aggregators, 'blas': blas,
-             'known': list(COUNTERPARTS), 'use_torch': _installed('torch'),
+             'known': list(COUNTERPARTS), 'use_torch': common.installed('torch'),
              'threads': TORCH_THREADS, 'repeats': repeats}
   try:
     return common.json_from_process([str(WORKER), json.dumps(request)],
@@ -121,13 +116,11 @@ def _alternated(task_grads: jax.Array, ours: dict, aggregators: dict,
     path = os.path.join(directory, 'jacobian.npy')
     np.save(path, np.asarray(task_grads))
     for _ in range(ROUNDS):
-      times = common.interleaved_ms(ours, repeats, 'min')
-      best_ours = {name: min(ms, best_ours.get(name, ms))
-                   for name, ms in times.items()}
+      best_ours = common.fastest(
+          best_ours, common.interleaved_ms(ours, repeats, 'min'))
       answer = _peer(path, aggregators, blas, repeats)
       if peer is not None:
-        answer['ms'] = {name: min(ms, peer['ms'].get(name, ms))
-                        for name, ms in answer['ms'].items()}
+        answer['ms'] = common.fastest(peer['ms'], answer['ms'])
       peer = answer
   return best_ours, peer
 
@@ -163,7 +156,7 @@ def aggregator_table(quick: bool) -> dict:
   columns += [f'T={t} P={p:.3g}' for t, p in shape_list]
   title = ('Our jitted update / TorchJD aggregator on the same Jacobian '
            '(time ratio, < 1: ours faster)')
-  if not _installed('torch', 'torchjd'):
+  if not common.installed('torch', 'torchjd'):
     return {'title': title, 'columns': columns, 'rows': [],
             'notes': 'Skipped: torch or torchjd is not installed (install the '
                      "optional extra: pip install -e '.[bench]')."}

@@ -7,6 +7,7 @@ round) so that a change in the load of a shared machine hits every column of a
 ratio alike.
 """
 
+import importlib.util
 import json
 import os
 import pathlib
@@ -45,24 +46,43 @@ def median_ms(fn: Callable[[], Any], repeats: int = 5) -> float:
 
 
 def interleaved_ms(fns: dict[str, Callable[[], Any]], repeats: int = 5,
-                   statistic: str = 'median') -> dict[str, float]:
+                   statistic: str = 'median', *,
+                   budget_s: float | None = SECONDS_PER_MEASUREMENT
+                   ) -> dict[str, float]:
   """Milliseconds of each of ``fns``, timed one call each per round.
 
   ``statistic`` is ``'median'`` (the convention) or ``'min'``: on a shared
   machine the fastest of the interleaved repeats is the one least disturbed
   by other processes, so ratios of minima vary less from run to run.
+  ``budget_s`` bounds the rounds: where one round takes longer than
+  ``budget_s / repeats``, fewer rounds run (at least two); None runs all
+  ``repeats``. The calls may return anything: jax arrays are waited for, other
+  values (numpy arrays, torch tensors) are ready when returned.
   """
   reduce = {'median': statistics.median, 'min': min}[statistic]
   for fn in fns.values():
-    jax.block_until_ready(fn())  # Compiles.
-  warm = sum(_seconds(fn) for fn in fns.values())
-  # Slow cases (seconds per round) get fewer rounds, at least two.
-  repeats = max(2, min(repeats, int(SECONDS_PER_MEASUREMENT / warm)))
+    jax.block_until_ready(fn())  # Compiles, or initialises lazily.
+  if budget_s is not None:
+    warm = sum(_seconds(fn) for fn in fns.values())
+    # Slow cases (seconds per round) get fewer rounds, at least two.
+    repeats = max(2, min(repeats, int(budget_s / warm)))
   samples = {name: [] for name in fns}
   for _ in range(repeats):
     for name, fn in fns.items():
       samples[name].append(_seconds(fn))
   return {name: 1e3 * reduce(times) for name, times in samples.items()}
+
+
+def fastest(*timings: dict[str, float]) -> dict[str, float]:
+  """The smallest time of each name over several ``{name: ms}`` timings."""
+  names = dict.fromkeys(name for timing in timings for name in timing)
+  return {name: min(timing[name] for timing in timings if name in timing)
+          for name in names}
+
+
+def installed(*names: str) -> bool:
+  """Whether every one of the named packages can be imported."""
+  return all(importlib.util.find_spec(name) is not None for name in names)
 
 
 def json_from_process(argv: list[str], timeout_s: float) -> dict:

@@ -1,4 +1,4 @@
-"""Times the peer side of ``bench_torchjd.py`` in a process without JAX.
+"""Times the peer side of ``bench_torchjd.py`` in a process without JAX running.
 
 Run by ``bench_torchjd.py`` as ``python torchjd_worker.py '<json request>'``;
 prints one JSON line. The request names a saved float32 ``J`` (``.npy``), the
@@ -18,32 +18,22 @@ instead of 20 ms. Each library has the machine's cores to itself while it is
 timed.
 
 Only numpy is needed; torch and torchjd are used when installed and the
-request asks for them.
+request asks for them. JAX is imported (``common``'s timing loop) but never
+started, so none of its threads run here.
 """
 
 import json
 import re
 import sys
-import time
 from typing import Any, Callable
 
 import numpy as np
 
+# common imports JAX for its timing loop, which never starts a JAX backend
+# here: no XLA thread pool exists in this process.
+import common
+
 LACKS_DEPENDENCY = 'TorchJD lacks an optional dependency'
-
-
-def _fastest_ms(calls: dict[str, Callable[[], Any]],
-                repeats: int) -> dict[str, float]:
-  """Fastest of ``repeats`` calls of each, one call each per round."""
-  for call in calls.values():
-    call()  # Warm-up: lazy initialisation, first-touch allocations.
-  samples = {name: [] for name in calls}
-  for _ in range(repeats):
-    for name, call in calls.items():
-      start = time.perf_counter()
-      call()
-      samples[name].append(time.perf_counter() - start)
-  return {name: 1e3 * min(times) for name, times in samples.items()}
 
 
 def _aggregators(aggregation, requested: dict, matrix) -> tuple[dict, dict]:
@@ -140,22 +130,24 @@ def measure(request: dict) -> dict:
         calls, cells = _aggregators(aggregation, request['aggregators'],
                                     tensor)
       result['cells'].update(cells)
+  def fastest_ms(to_time):  # All the requested repeats, however slow.
+    return common.interleaved_ms(to_time, request['repeats'], 'min',
+                                 budget_s=None)
+
   blas = _blas_calls(matrix, tensor, request['blas'])
   calls.update({name: call for name, call in blas.items()
                 if name.startswith('torch')})
   if torch is not None:
     with torch.no_grad():
-      result['ms'] = _fastest_ms(calls, request['repeats'])
+      result['ms'] = fastest_ms(calls)
       if ONE_THREAD in request['blas']:
         # The product on one core: the per-core rate of torch's BLAS.
         torch.set_num_threads(1)
-        result['ms'].update(_fastest_ms(
-            {ONE_THREAD: lambda: tensor @ tensor.T}, request['repeats']))
+        result['ms'].update(fastest_ms({ONE_THREAD: lambda: tensor @ tensor.T}))
   # numpy's calls last: OpenBLAS's threads, like torch's, spin after a call
   # and slowed torch's product 2x when the two were interleaved.
-  result['ms'].update(_fastest_ms(
-      {name: call for name, call in blas.items() if name.startswith('numpy')},
-      request['repeats']))
+  result['ms'].update(fastest_ms(
+      {name: call for name, call in blas.items() if name.startswith('numpy')}))
   return result
 
 

@@ -16,7 +16,8 @@ import bench_end_to_end  # noqa: E402  pylint: disable=g-import-not-at-top
 
 def test_quick_table_without_torch(monkeypatch):
   # As without the bench extra, whatever this environment has installed.
-  monkeypatch.setattr(bench_end_to_end, '_installed', lambda *names: False)
+  monkeypatch.setattr(bench_end_to_end.common, 'installed',
+                      lambda *names: False)
   # Two of the five methods: every method compiles two steps, and this test
   # is about the table's shape.
   tables = bench_end_to_end.run(quick=True, methods=['mean', 'upgrad'])

@@ -58,7 +58,7 @@ def test_torchjd_gemm_rates_arithmetic():
 
 def test_quick_torchjd_tables_without_torch(monkeypatch):
   # As without the bench extra, whatever this environment has installed.
-  monkeypatch.setattr(bench_torchjd, '_installed', lambda *names: False)
+  monkeypatch.setattr(bench_torchjd.common, 'installed', lambda *names: False)
   aggregators, gemm = bench_torchjd.run(quick=True)
 
   assert aggregators['rows'] == []
