@@ -152,4 +152,7 @@ def measure(request: dict) -> dict:
 
 
 if __name__ == '__main__':
+  if len(sys.argv) != 2:
+    sys.exit('torchjd_worker.py: run by bench_torchjd.py with one JSON '
+             'request; run `python benchmarks/run.py --only torchjd` instead.')
   print(json.dumps(measure(json.loads(sys.argv[1]))))
