@@ -18,6 +18,7 @@ import argparse
 import importlib.util
 import json
 import math
+import os
 import pathlib
 import sys
 import time
@@ -83,6 +84,18 @@ def _jsonable(value: Any) -> Any:
   return value
 
 
+# Environment variables that change the timings, named in each Command line
+# when set. Peer processes inherit them.
+TIMING_VARIABLES = ('MALLOC_MMAP_THRESHOLD_', 'MALLOC_TRIM_THRESHOLD_',
+                    'MALLOC_TOP_PAD_', 'XLA_FLAGS', 'OMP_NUM_THREADS')
+
+
+def timing_environment() -> list[str]:
+  """``NAME=value`` of each timing variable set in this process."""
+  return [f'{name}={os.environ[name]}' for name in TIMING_VARIABLES
+          if name in os.environ]
+
+
 def write_topic(out: pathlib.Path, topic: str, tables: list[dict],
                 header: dict[str, Any], seconds: float) -> str:
   line = common.machine_line(header['machine'], header['versions'])
@@ -121,6 +134,7 @@ def main(argv: list[str] | None = None) -> int:
   command = 'python benchmarks/run.py' + ' '.join(
       [''] + (['--quick'] if args.quick else [])
       + ([f'--only {args.only}'] if args.only else []))
+  command = ' '.join(timing_environment() + [command])
   failures = []
   for topic, path in selected.items():
     header = {'machine': common.machine(), 'versions': common.versions(),

@@ -5,6 +5,7 @@ import pathlib
 import sys
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 BENCHMARKS = pathlib.Path(__file__).resolve().parents[1] / 'benchmarks'
@@ -72,3 +73,27 @@ def test_stacked_and_engine_steps_train_alike():
   for leaf, expected in zip(jax.tree.leaves(engine),
                             jax.tree.leaves(stacked)):
     np.testing.assert_allclose(leaf, expected, rtol=0, atol=1e-6)
+
+
+def test_max_pool_is_reduce_window_max_pool():
+  """The conv model's pooling (a max over reshaped axes) is 2 x 2 max
+  pooling: the values and gradients of ``lax.reduce_window``'s max pool
+  (``flax.linen.max_pool``), on a ReLU output as in the model. Random inputs
+  have no ties among their positive entries; the zeros the ReLU leaves do
+  tie, and there both gradients reach the ReLU where its own derivative is 0.
+  """
+  x = jax.random.normal(jax.random.key(0), (3, 6, 4, 5))
+  cotangent = jax.random.normal(jax.random.key(1), (3, 3, 2, 5))
+
+  def reduce_window_pool(x):
+    return jax.lax.reduce_window(x, -np.inf, jax.lax.max, (1, 2, 2, 1),
+                                 (1, 2, 2, 1), 'VALID')
+
+  def pooled_relu(pool):
+    return lambda x: jnp.vdot(pool(jax.nn.relu(x)), cotangent)
+
+  np.testing.assert_array_equal(bench_end_to_end._max_pool(x),
+                                reduce_window_pool(x))
+  np.testing.assert_array_equal(
+      jax.grad(pooled_relu(bench_end_to_end._max_pool))(x),
+      jax.grad(pooled_relu(reduce_window_pool))(x))

@@ -81,3 +81,16 @@ def test_quick_torchjd_tables_without_torch(monkeypatch):
   assert min(row[2:3] + row[4:8] + row[9:]) > 0
   assert 'torchjd_worker.py' in gemm['notes']
   assert 'Quick mode' in gemm['notes'] and '≥ 0.7' in gemm['notes']
+
+
+def test_command_line_names_the_timing_environment(monkeypatch):
+  import run  # pylint: disable=g-import-not-at-top
+  for name in run.TIMING_VARIABLES:
+    monkeypatch.delenv(name, raising=False)
+  assert run.timing_environment() == []
+  monkeypatch.setenv('MALLOC_TOP_PAD_', '536870912')
+  monkeypatch.setenv('XLA_FLAGS', '--xla_cpu_enable_fast_math=false')
+  monkeypatch.setenv('HOME', '/elsewhere')  # Not a timing variable.
+  assert run.timing_environment() == [
+      'MALLOC_TOP_PAD_=536870912',
+      'XLA_FLAGS=--xla_cpu_enable_fast_math=false']
