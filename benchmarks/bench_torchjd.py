@@ -244,9 +244,8 @@ def gemm_rates(num_tasks: int, size: int, ours_ms: float, blas_ms: float,
 
 
 def _blas_threads() -> str:
-  named = [f'{name}={os.environ[name]}'
-           for name in ('OPENBLAS_NUM_THREADS', 'OMP_NUM_THREADS',
-                        'MKL_NUM_THREADS') if name in os.environ]
+  named = common.environment(
+      ('OPENBLAS_NUM_THREADS', 'OMP_NUM_THREADS', 'MKL_NUM_THREADS'))
   return ', '.join(named) if named else 'no thread variable set (all cores)'
 
 

@@ -80,6 +80,12 @@ def fastest(*timings: dict[str, float]) -> dict[str, float]:
           for name in names}
 
 
+def environment(names: tuple[str, ...]) -> list[str]:
+  """``NAME=value`` of each of ``names`` set in this process's environment."""
+  return [f'{name}={os.environ[name]}' for name in names
+          if name in os.environ]
+
+
 def installed(*names: str) -> bool:
   """Whether every one of the named packages can be imported."""
   return all(importlib.util.find_spec(name) is not None for name in names)

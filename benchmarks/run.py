@@ -18,7 +18,6 @@ import argparse
 import importlib.util
 import json
 import math
-import os
 import pathlib
 import sys
 import time
@@ -92,8 +91,7 @@ TIMING_VARIABLES = ('MALLOC_MMAP_THRESHOLD_', 'MALLOC_TRIM_THRESHOLD_',
 
 def timing_environment() -> list[str]:
   """``NAME=value`` of each timing variable set in this process."""
-  return [f'{name}={os.environ[name]}' for name in TIMING_VARIABLES
-          if name in os.environ]
+  return common.environment(TIMING_VARIABLES)
 
 
 def write_topic(out: pathlib.Path, topic: str, tables: list[dict],

@@ -2,10 +2,10 @@
 
 Run by ``bench_torchjd.py`` as ``python torchjd_worker.py '<json request>'``;
 prints one JSON line. The request names a saved float32 ``J`` (``.npy``), the
-TorchJD aggregators to time on it (with their keyword arguments), whether to
-the BLAS products and reads of ``J`` to time (``blas``, names as in
-``_blas_calls`` and ``ONE_THREAD``), whether to use torch at all
-(``use_torch``), the torch thread count and the number of timed calls.
+TorchJD aggregators to time on it (with their keyword arguments), the BLAS
+products and reads of ``J`` to time (``blas``, names as in ``_blas_calls``
+and ``ONE_THREAD``), whether to use torch at all (``use_torch``), the torch
+thread count and the number of timed calls.
 
 Why a process of its own: torch's OpenMP threads (and OpenBLAS's, behind
 numpy) keep spinning for a while after a call returns. Timed in JAX's
