@@ -583,7 +583,8 @@ def run(quick: bool = False, methods: list[str] | None = None) -> list[dict]:
 
 def main(argv: list[str]) -> int:
   if len(argv) == 2 and argv[0] == '--peer':
-    request = json.loads(argv[1])
+    request = common.request_from_argument(argv[1], 'bench_end_to_end.py',
+                                           ('kind',))
     if request['kind'] == 'libmtl':
       print(json.dumps(libmtl_worker()))
     else:

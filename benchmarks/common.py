@@ -108,6 +108,24 @@ def json_from_process(argv: list[str], timeout_s: float) -> dict:
   return json.loads(lines[-1])
 
 
+def request_from_argument(text: str, script: str, keys: tuple[str, ...]
+                          ) -> dict:
+  """The JSON request a worker script got as its argument.
+
+  Workers are run by a benchmark, not by hand: a malformed request ends the
+  process with a one-line error naming the command to run instead.
+  """
+  try:
+    request = json.loads(text)
+  except json.JSONDecodeError:
+    request = None
+  if not isinstance(request, dict) or any(key not in request for key in keys):
+    sys.exit(f'{script}: not a request from its benchmark (a JSON object '
+             f'with {", ".join(keys)}); run `python benchmarks/run.py` '
+             'instead.')
+  return request
+
+
 def _version(package: str) -> str | None:
   try:
     return metadata.version(package)

@@ -155,4 +155,7 @@ if __name__ == '__main__':
   if len(sys.argv) != 2:
     sys.exit('torchjd_worker.py: run by bench_torchjd.py with one JSON '
              'request; run `python benchmarks/run.py --only torchjd` instead.')
-  print(json.dumps(measure(json.loads(sys.argv[1]))))
+  print(json.dumps(measure(common.request_from_argument(
+      sys.argv[1], 'torchjd_worker.py',
+      ('path', 'aggregators', 'blas', 'known', 'use_torch', 'threads',
+       'repeats')))))

@@ -94,3 +94,20 @@ def test_command_line_names_the_timing_environment(monkeypatch):
   assert run.timing_environment() == [
       'MALLOC_TOP_PAD_=536870912',
       'XLA_FLAGS=--xla_cpu_enable_fast_math=false']
+
+
+@pytest.mark.parametrize('text', ['{bad', '[1, 2]', '{"kind": "x"}'])
+def test_worker_request_errors_in_one_line(text):
+  done = subprocess.run(
+      [sys.executable, str(ROOT / 'benchmarks' / 'torchjd_worker.py'), text],
+      capture_output=True, text=True, timeout=120, check=False)
+  assert done.returncode == 1
+  [line] = done.stderr.strip().splitlines()
+  assert line.startswith('torchjd_worker.py: not a request from its benchmark')
+
+
+def test_worker_request_is_read_as_given():
+  import common  # pylint: disable=g-import-not-at-top
+  request = common.request_from_argument('{"kind": "libmtl", "x": [1]}',
+                                         'worker.py', ('kind',))
+  assert request == {'kind': 'libmtl', 'x': [1]}
