@@ -3,9 +3,10 @@
 Table 1 times the two operations every Gramian method performs on the
 stacked task gradients ``J`` (``[T, P]`` float32): the Gramian ``J Jᵀ`` and
 the weighted sum ``wᵀ J``. "XLA J Jᵀ" is the one ``dot_general`` a plain
-implementation writes; "blocked J Jᵀ" is the library's kernel (column blocks
-accumulated in a loop, chosen at trace time for large unsharded leaves on
-CPU). The floor of a Gramian method is the faster of the two plus ``wᵀ J``;
+implementation writes; "blocked J Jᵀ" is the library's kernel: the native
+kernel on every core where it was built (mtl_optax/_src/native.py), else
+column blocks accumulated in an XLA loop, chosen at trace time for large
+unsharded leaves on CPU. The floor of a Gramian method is the faster of the two plus ``wᵀ J``;
 ``bench_balancers.py`` divides every method's update by it. ``gramian()``
 adds the float32 over/underflow check to the kernel, ``weighted_sum()`` is the
 library's ``wᵀ J``.
@@ -41,6 +42,11 @@ def _library_gram(task_grads):
   return gramian_lib._raw_gramian(task_grads)  # pylint: disable=protected-access
 
 
+def _xla_blocked_gram(task_grads):
+  """The library's Gramian without its native kernel: XLA alone."""
+  return gramian_lib._leaf_gramian(task_grads)  # pylint: disable=protected-access
+
+
 def _matvec(weights, task_grads):
   return weights @ task_grads
 
@@ -48,6 +54,7 @@ def _matvec(weights, task_grads):
 KERNELS = {
     'xla_gram': jax.jit(_xla_gram),
     'blocked_gram': jax.jit(_library_gram),
+    'xla_blocked_gram': jax.jit(_xla_blocked_gram),
     'gramian': jax.jit(mtl.gramian),
     'matvec': jax.jit(_matvec),
     'weighted_sum': jax.jit(mtl.weighted_sum),

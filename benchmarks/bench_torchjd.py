@@ -38,6 +38,11 @@ import bench_balancers
 import bench_core
 import common
 import torchjd_worker
+from mtl_optax._src import native
+
+
+def native_threads() -> int:
+  return native._threads()  # pylint: disable=protected-access
 
 # TorchJD aggregator -> (candidate method names in mtl_optax/catalog.py,
 # keyword arguments matching our registry's hyper-parameters).
@@ -167,18 +172,22 @@ def aggregator_table(quick: bool) -> dict:
   repeats = 3 if quick else 5
   cells = {name: [] for name, _ in pairs}
   detail = {name: [] for name, _ in pairs}
-  kernel_row = ['J Jᵀ kernel: ours blocked / torch matmul']
+  kernel_row = ['J Jᵀ kernel: ours / torch matmul']
+  xla_row = ['J Jᵀ kernel: ours without the native kernel / torch matmul']
   available = set()
   for num_tasks, size in shape_list:
     task_grads = bench_core.stacked_gradients(num_tasks, size)
     calls, failures = _compiled_updates(pairs, num_tasks, task_grads)
     calls['J Jᵀ'] = lambda: bench_core.KERNELS['blocked_gram'](task_grads)
+    calls['J Jᵀ XLA'] = (
+        lambda: bench_core.KERNELS['xla_blocked_gram'](task_grads))
     aggregators = {name: _torchjd_kwargs(name, method, num_tasks)
                    for name, method in pairs if name in calls}
     ours, peer = _alternated(task_grads, calls, aggregators,
                              ['torch J @ J.T'], repeats)
     available.update(peer['available'])
     kernel_row.append(ours['J Jᵀ'] / peer['ms']['torch J @ J.T'])
+    xla_row.append(ours['J Jᵀ XLA'] / peer['ms']['torch J @ J.T'])
     for name, _ in pairs:
       if name in failures or name in peer['cells']:
         cells[name].append(failures.get(name) or peer['cells'][name])
@@ -187,7 +196,7 @@ def aggregator_table(quick: bool) -> dict:
       cells[name].append(ours[name] / theirs)
       detail[name].append((num_tasks, size, ours[name], theirs))
     del task_grads, calls
-  rows = [kernel_row] + [[f'{name} / {method.name}'] + cells[name]
+  rows = [kernel_row, xla_row] + [[f'{name} / {method.name}'] + cells[name]
                          for name, method in pairs
                          if name in available or not available]
   missing = sorted(available - {name for name, _ in pairs})
@@ -258,6 +267,7 @@ def _gemm_row(num_tasks: int, size: int, repeats: int) -> tuple[dict, dict]:
   task_grads = bench_core.stacked_gradients(num_tasks, size)
   jax_sum = jax.jit(jnp.sum)
   ours = {'ours': lambda: bench_core.KERNELS['gramian'](task_grads),
+          'ours XLA': lambda: bench_core.KERNELS['xla_blocked_gram'](task_grads),
           'jax jnp.sum(J)': lambda: jax_sum(task_grads)}
   times, peer = _alternated(
       task_grads, ours, {},
@@ -291,12 +301,14 @@ def gemm_table(quick: bool) -> dict:
         times.get('torch J @ J.T', NOT_INSTALLED), times['numpy J @ J.T'],
         rate['ours_gflops'], rate['blas_gflops'], rate['of_blas'],
         NOT_INSTALLED if one_thread is None else one_thread / times['ours'],
-        rate['read_gbs'], rate['ours_gbs'], rate['of_read']])
+        rate['read_gbs'], rate['ours_gbs'], rate['of_read'],
+        times['ours XLA'], blas_ms / times['ours XLA']])
   columns = ['T', 'P', 'ours mtl.gramian ms', 'torch J @ J.T ms',
              'numpy J @ J.T ms', 'ours GFLOP/s', 'best BLAS GFLOP/s',
              'ours / best BLAS rate', 'ours / torch 1-thread rate',
              'streaming read GB/s', 'ours effective GB/s',
-             'ours / streaming read']
+             'ours / streaming read', 'ours without native kernel ms',
+             'without native / best BLAS rate']
   torch_blas = (f"torch {blas_names['torch']} with {TORCH_THREADS} threads"
                 if blas_names.get('torch') else 'torch is not installed, its '
                 "cells say so: pip install -e '.[bench]'")
@@ -305,7 +317,11 @@ def gemm_table(quick: bool) -> dict:
       'on copies of the same float32 `J` [T, P]. In a round ours are timed in '
       'this process, then numpy\'s and torch\'s in a process of its own '
       '(benchmarks/torchjd_worker.py, without JAX): ours = the jitted public '
-      '`mtl.gramian(J)` (the blocked kernel plus its over/underflow check); '
+      '`mtl.gramian(J)` (the native kernel where it was built, on '
+      f'{native_threads()} threads, plus the over/underflow check; '
+      f'native kernel built: {native.available()}); ours without native '
+      'kernel = the XLA path the library takes where it is absent (column '
+      'blocks in a loop, no check); '
       f"numpy `J @ J.T` (numpy BLAS: {blas_names.get('numpy', 'unknown')}, "
       f'{_blas_threads()}; numpy calls BLAS syrk for a matrix times its own '
       'transpose); torch `J @ J.T` under no_grad '

@@ -17,6 +17,7 @@ if str(ROOT / 'benchmarks') not in sys.path:  # The sections import `common`.
   sys.path.insert(0, str(ROOT / 'benchmarks'))
 
 import bench_torchjd  # noqa: E402  pylint: disable=g-import-not-at-top
+from mtl_optax._src import native  # noqa: E402  pylint: disable=g-import-not-at-top
 
 
 @pytest.mark.slow
@@ -67,7 +68,8 @@ def test_quick_torchjd_tables_without_torch(monkeypatch):
       'T', 'P', 'ours mtl.gramian ms', 'torch J @ J.T ms', 'numpy J @ J.T ms',
       'ours GFLOP/s', 'best BLAS GFLOP/s', 'ours / best BLAS rate',
       'ours / torch 1-thread rate', 'streaming read GB/s',
-      'ours effective GB/s', 'ours / streaming read']
+      'ours effective GB/s', 'ours / streaming read',
+      'ours without native kernel ms', 'without native / best BLAS rate']
   [row] = gemm['rows']
   assert row[:2] == [8, 2**16]
   assert row[3] == row[8] == 'not installed'
@@ -78,8 +80,10 @@ def test_quick_torchjd_tables_without_torch(monkeypatch):
   assert row[7] == pytest.approx(numpy_ms / ours_ms)
   assert row[5] == pytest.approx(2 * 8**2 * 2**16 / ours_ms * 1e-6)
   assert row[10] == pytest.approx(4 * 8 * 2**16 / ours_ms * 1e-6)
+  assert row[13] == pytest.approx(numpy_ms / row[12])
   assert min(row[2:3] + row[4:8] + row[9:]) > 0
   assert 'torchjd_worker.py' in gemm['notes']
+  assert f'native kernel built: {native.available()}' in gemm['notes']
   assert 'Quick mode' in gemm['notes'] and '≥ 0.7' in gemm['notes']
 
 

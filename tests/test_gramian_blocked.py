@@ -5,6 +5,9 @@ gramian.py for the measured reason). These tests pin that path: the values
 against a float64 NumPy reference, a leaf whose width is not a multiple of the
 block, low precision, the over/underflow rescue on the blocked path, and the
 compiled memory: no scaled copy of the stacked gradients is allocated.
+Each test runs twice: with float32 leaves on the native kernel (where it was
+built; test_native_gramian.py pins it apart) and with the kernel switched
+off, as where it is absent: XLA's blocked loop then takes float32 too.
 """
 
 import jax
@@ -14,13 +17,27 @@ import pytest
 
 import mtl_optax as mtl
 from mtl_optax._src import column_blocks
+from mtl_optax._src import native
 
 NUM_TASKS = 4
 # 56 full blocks of 16400 float32 columns plus a tail of 1234: both code
 # paths. Large enough (7 MiB in bfloat16) to be blocked (column_blocks.py).
 WIDTH = 56 * 16400 + 1234
 
-gramian = jax.jit(mtl.gramian)
+
+
+@pytest.fixture(autouse=True, params=['native kernel on', 'native kernel off'])
+def _native_switch(request, monkeypatch):
+  monkeypatch.setenv(native.SWITCH, '1' if request.param.endswith('on') else '0')
+
+
+def _jitted():
+  # A fresh function: no trace made under the other switch is reused.
+  return jax.jit(lambda task_grads: mtl.gramian(task_grads))
+
+
+def gramian(task_grads):
+  return _jitted()(task_grads)
 
 
 def _task_grads(dtype=jnp.float32):
@@ -77,7 +94,7 @@ def test_blocked_gramian_rescues_over_and_underflow(magnitude):
 def test_blocked_gramian_allocates_no_copy_of_the_gradients():
   grads = _task_grads()
   stacked_bytes = sum(leaf.nbytes for leaf in jax.tree.leaves(grads))
-  analysis = gramian.lower(grads).compile().memory_analysis()
+  analysis = _jitted().lower(grads).compile().memory_analysis()
   # One block ([T, 16400] float32 = 256 KiB) and the tail, not T x P (14 MiB).
   assert analysis.temp_size_in_bytes < stacked_bytes / 2, (
       analysis.temp_size_in_bytes, stacked_bytes)

@@ -8,12 +8,15 @@ the two is T x T arithmetic. On finite, in-range gradients each is one pass
 over ``J``: the over/underflow rescue is a ``lax.cond`` branch that does not
 run and allocates no copy.
 
-On CPU, XLA runs a block's product with up to 32 task rows on one thread.
-Per core it matches MKL's sgemm; MKL splits the same product over the cores,
-so at T = 32 on 2 cores it is about 1.6x faster. benchmarks/results/torchjd.md
-gives the rates and the levers measured.
+On CPU, XLA runs a block's product with up to 32 task rows on one thread
+(per core as fast as MKL's sgemm, which uses every core). So float32 leaves
+go to the native kernel where it was built (native.py): one call for all of
+them, every core, the upper triangle only. Other dtypes, sharded leaves,
+other backends and the over/underflow rescue stay in XLA.
+benchmarks/results/torchjd.md gives the rates and the levers measured.
 """
 
+import functools
 from typing import Any
 
 import jax
@@ -21,6 +24,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from mtl_optax._src import column_blocks
+from mtl_optax._src import native
 from mtl_optax._src import numerics
 
 _PRECISION = lax.Precision.HIGHEST
@@ -105,13 +109,18 @@ def _raw_gramian(task_grads: Any,
                  inverse_scale: jax.Array | None = None) -> jax.Array:
   """Sum over leaves of ``(s⁻¹ J_leaf)(s⁻¹ J_leaf)ᵀ``, accumulated in float32.
 
-  ``inverse_scale`` None means ``s = 1`` and costs no multiplication.
+  ``inverse_scale`` None means ``s = 1`` and costs no multiplication. Then
+  the leaves the native kernel accepts (native.py) go to it in one call.
   """
   leaves = jax.tree.leaves(task_grads)
-  gram = _leaf_gramian(leaves[0], inverse_scale)
-  for leaf in leaves[1:]:
-    gram += _leaf_gramian(leaf, inverse_scale)
-  return gram
+  grams = []
+  if inverse_scale is None:
+    to_kernel = [leaf for leaf in leaves if native.accepts(leaf)]
+    if to_kernel:
+      grams.append(native.gramian(to_kernel))
+      leaves = [leaf for leaf in leaves if not native.accepts(leaf)]
+  grams += [_leaf_gramian(leaf, inverse_scale) for leaf in leaves]
+  return functools.reduce(jnp.add, grams)
 
 
 def _max_abs(task_grads: Any) -> jax.Array:
