@@ -6,6 +6,7 @@ once per task count and the compiled update is reused across every input of
 that shape.
 """
 
+import fcntl
 import functools
 import inspect
 import json
@@ -465,8 +466,7 @@ def test_too_few_tasks_is_rejected_at_construction(method):
 # dtypes beyond float32: x64, and non-float gradients.
 
 
-@functools.cache
-def _x64_report():
+def _run_x64_check() -> str:
   """Every method run once under ``jax_enable_x64``, in its own process."""
   here = os.path.dirname(os.path.abspath(__file__))
   env = dict(os.environ, PYTHONPATH=os.pathsep.join(
@@ -475,14 +475,33 @@ def _x64_report():
       [sys.executable, os.path.join(here, 'x64_check.py')], env=env,
       capture_output=True, text=True, timeout=900, check=False)
   assert completed.returncode == 0, completed.stderr[-2000:]
-  return json.loads(completed.stdout)
+  return completed.stdout
+
+
+@pytest.fixture(scope='session')
+def x64_report(tmp_path_factory):
+  """The x64 check's report, run once per test session.
+
+  pytest-xdist's workers share their session's temporary folder: the first
+  worker runs the check (half a minute) under a file lock, the others read
+  its report.
+  """
+  folder = tmp_path_factory.getbasetemp()
+  if os.environ.get('PYTEST_XDIST_WORKER'):
+    folder = folder.parent
+  report = folder / 'x64_report.json'
+  with open(folder / 'x64_report.lock', 'w') as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    if not report.exists():
+      report.write_text(_run_x64_check())
+  return json.loads(report.read_text())
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize('method', CASES)
-def test_float64_in_float64_out_with_x64(method):
+def test_float64_in_float64_out_with_x64(method, x64_report):
   """With x64 enabled, float64 gradients give float64 updates, close to f32."""
-  assert _x64_report()[method.name] == 'ok'
+  assert x64_report[method.name] == 'ok'
 
 
 @pytest.mark.parametrize('dtype', [jnp.int32, jnp.bool_])
