@@ -40,10 +40,6 @@ import common
 import torchjd_worker
 from mtl_optax._src import native
 
-
-def native_threads() -> int:
-  return native._threads()  # pylint: disable=protected-access
-
 # TorchJD aggregator -> (candidate method names in mtl_optax/catalog.py,
 # keyword arguments matching our registry's hyper-parameters).
 COUNTERPARTS = {
@@ -318,7 +314,7 @@ def gemm_table(quick: bool) -> dict:
       'this process, then numpy\'s and torch\'s in a process of its own '
       '(benchmarks/torchjd_worker.py, without JAX): ours = the jitted public '
       '`mtl.gramian(J)` (the native kernel where it was built, on '
-      f'{native_threads()} threads, plus the over/underflow check; '
+      f'{native.threads()} threads, plus the over/underflow check; '
       f'native kernel built: {native.available()}); ours without native '
       'kernel = the XLA path the library takes where it is absent (column '
       'blocks in a loop, no check); '

@@ -84,7 +84,7 @@ def test_any_thread_count_gives_the_same_gramian(monkeypatch, threads):
   # 61 column blocks of 1024 columns at T = 256: more blocks than threads,
   # and a last thread with fewer.
   leaves = [jnp.asarray(leaf) for leaf in _leaves(256, [61 * 1024 - 5])]
-  monkeypatch.setattr(native, '_threads', lambda: threads)
+  monkeypatch.setattr(native, 'threads', lambda: threads)
   gram = jax.jit(lambda *ls: native.gramian(list(ls)))(*leaves)
   reference = _reference(leaves)
   np.testing.assert_allclose(np.asarray(gram), reference, rtol=2e-6,

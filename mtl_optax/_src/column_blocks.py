@@ -42,10 +42,15 @@ _MIN_BYTES = 7 * 2**20
 _LINE_BYTES = 64
 
 
+def unsharded_on_cpu(leaf: jax.Array) -> bool:
+  """Whether ``leaf`` is traced for a CPU backend, outside any mesh."""
+  return (jax.default_backend() == 'cpu'
+          and jax.typeof(leaf).sharding.mesh.empty)
+
+
 def width(leaf: jax.Array) -> int | None:
   """Columns per block for a pass over ``leaf``, or None for no blocks."""
-  if (jax.default_backend() != 'cpu'
-      or not jax.typeof(leaf).sharding.mesh.empty
+  if (not unsharded_on_cpu(leaf)
       or leaf.size * leaf.dtype.itemsize < _MIN_BYTES):
     return None
   num_tasks = leaf.shape[0]

@@ -114,11 +114,12 @@ def _raw_gramian(task_grads: Any,
   """
   leaves = jax.tree.leaves(task_grads)
   grams = []
-  if inverse_scale is None:
-    to_kernel = [leaf for leaf in leaves if native.accepts(leaf)]
-    if to_kernel:
-      grams.append(native.gramian(to_kernel))
-      leaves = [leaf for leaf in leaves if not native.accepts(leaf)]
+  if inverse_scale is None and native.enabled():
+    taken = [native.accepts(leaf) for leaf in leaves]
+    if any(taken):
+      grams.append(native.gramian(
+          [leaf for leaf, take in zip(leaves, taken) if take]))
+      leaves = [leaf for leaf, take in zip(leaves, taken) if not take]
   grams += [_leaf_gramian(leaf, inverse_scale) for leaf in leaves]
   return functools.reduce(jnp.add, grams)
 

@@ -7,7 +7,7 @@ it as an optional extension, and this module loads it with ctypes and
 registers it with XLA as an FFI target.
 
 Where it is absent (the build failed, another platform) or disabled (the
-environment variable ``MTL_OPTAX_NATIVE=0``), :func:`accepts` is False and
+environment variable ``MTL_OPTAX_NATIVE=0``), :func:`enabled` is False and
 gramian.py computes the Gramian with XLA alone: the same values, up to
 float32 rounding. The kernel takes float32 leaves only, unsharded, on a CPU
 default backend; the rest always goes to XLA.
@@ -23,6 +23,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+
+from mtl_optax._src import column_blocks
 
 _LIBRARY_STEM = '_gramian_kernel'
 _HANDLER = 'MtlOptaxGramian'
@@ -61,15 +63,12 @@ def enabled() -> bool:
 
 
 def accepts(leaf: jax.Array) -> bool:
-  """Whether ``leaf``'s Gramian goes to the kernel in this trace."""
-  return (leaf.dtype == jnp.float32
-          and leaf.ndim >= 1
-          and jax.default_backend() == 'cpu'
-          and jax.typeof(leaf).sharding.mesh.empty
-          and enabled())
+  """Whether the kernel takes ``leaf`` (when :func:`enabled`)."""
+  return (leaf.dtype == jnp.float32 and leaf.ndim >= 1
+          and column_blocks.unsharded_on_cpu(leaf))
 
 
-def _threads() -> int:
+def threads() -> int:
   """The cores this process may run on (its affinity mask, as XLA counts)."""
   if hasattr(os, 'sched_getaffinity'):
     return len(os.sched_getaffinity(0))
@@ -82,7 +81,7 @@ def _kernel(*matrices: jax.Array) -> jax.Array:
   call = jax.ffi.ffi_call(
       _TARGET, jax.ShapeDtypeStruct((tasks, tasks), jnp.float32),
       vmap_method='sequential')
-  return call(*matrices, threads=np.int64(_threads()))
+  return call(*matrices, threads=np.int64(threads()))
 
 
 @_kernel.defjvp
