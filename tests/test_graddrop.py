@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import mtl_optax as mtl
+from mtl_optax._src.methods import graddrop as graddrop_lib
 
 NUM_TASKS = 3
 
@@ -28,11 +29,33 @@ def _transform(leak=0.0, key=0):
 
 
 def _draws(key, shapes):
-  """The uniform draws the library makes from ``key`` (same splits)."""
-  next_key, draw_key = jax.random.split(key)
-  leaf_keys = jax.random.split(draw_key, len(shapes))
-  return [np.asarray(jax.random.uniform(k, s, jnp.float32), np.float64)
-          for k, s in zip(leaf_keys, shapes)], next_key
+  """The library's uniform draws from ``key``, in float64, and the next key."""
+  draws, next_key = graddrop_lib.uniform_draws(key, shapes)
+  return [np.asarray(draw, np.float64) for draw in draws], next_key
+
+
+def test_draws_are_uniform_reproducible_and_independent_per_leaf():
+  key = jax.random.key_data(jax.random.key(7))
+  (first, second, scalar), next_key = graddrop_lib.uniform_draws(
+      key, [(200, 500), (100000,), ()])
+  again, _ = graddrop_lib.uniform_draws(key, [(200, 500), (100000,), ()])
+  np.testing.assert_array_equal(first, again[0])
+  assert first.shape == (200, 500) and scalar.shape == ()
+  for draw in (first, second):
+    draw = np.asarray(draw, np.float64).ravel()
+    assert draw.dtype == np.float64 and 0.0 <= draw.min() and draw.max() < 1.0
+    # Kolmogorov-Smirnov distance to U[0, 1): its 0.999 quantile is
+    # 1.95 / sqrt(n) for n draws.
+    ordered = np.sort(draw)
+    n = ordered.size
+    distance = np.max(np.maximum(np.arange(1, n + 1) / n - ordered,
+                                 ordered - np.arange(n) / n))
+    assert distance < 1.95 / np.sqrt(n), distance
+  # The two leaves' streams differ; the key moves on.
+  assert abs(np.corrcoef(np.ravel(first)[:100000], second)[0, 1]) < 0.02
+  assert not np.array_equal(next_key, key)
+  (following,), _ = graddrop_lib.uniform_draws(next_key, [(200, 500)])
+  assert not np.array_equal(following, first)
 
 
 def reference(leaves, draws, leak):

@@ -50,7 +50,9 @@ def value_and_task_grads(
     chunk_size: if given, tasks are pulled back ``chunk_size`` at a time inside
       a ``lax.map`` (vectorised within a chunk), which bounds the memory of the
       backward passes at the price of less parallelism. ``None`` unrolls one
-      backward pass per task, which measured fastest on CPU.
+      backward pass per task, which measured fastest on CPU. On CPU, XLA
+      runs convolution gradients 20-50x slower inside the ``lax.map``: keep
+      ``None`` for convolutional models there (docs/guides/many_tasks.md).
 
   Returns:
     A function of ``(params, *args)`` returning ``(task_losses, task_grads)``,
