@@ -36,7 +36,7 @@ def script_sources(page: pathlib.Path) -> list[str]:
 
 @pytest.fixture(scope='module')
 def site(tmp_path_factory) -> pathlib.Path:
-  """The HTML site, built the way `.ci/run` builds it (about 2 minutes)."""
+  """The HTML site, built the way `.ci/run` builds it (about 20 s)."""
   out = tmp_path_factory.mktemp('html')
   subprocess.run(
       [sys.executable, '-m', 'sphinx', '-q', '-W', '-b', 'html',
