@@ -145,11 +145,11 @@ def uniform_draws(key: jax.Array, shapes) -> tuple[list[jax.Array], jax.Array]:
 
   The bits come from XLA's own threefry generator
   (``lax.rng_bit_generator``), seeded by four words drawn from a split of
-  ``key``: the same generator as ``jax.random.uniform``, evaluated by XLA
-  in one pass. Measured on a 2-core AMD EPYC (jax 0.10.2), 1e6 draws took
-  1.8 ms against 3.4 ms through ``jax.random.uniform``, 1e7 draws 28 ms
-  against 105 ms; the per-coordinate draw is most of GradDrop's cost.
-  ``key`` is a raw ``uint32[2]`` key; ``next_key`` follows it.
+  ``key``: the hash of ``jax.random.uniform`` (threefry-2x32), another
+  stream, evaluated by XLA in one pass. Measured on a 2-core AMD EPYC
+  (jax 0.10.2), 1e6 draws took 1.8 ms against 3.4 ms through
+  ``jax.random.uniform``, 1e7 draws 28 ms against 105 ms. ``key`` is a raw
+  ``uint32[2]`` key; ``next_key`` follows it.
   """
   next_key, draw_key = jax.random.split(key)
   draws = []
