@@ -15,9 +15,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import mtl_optax as mtl
 from mtl_optax._src import column_blocks
 from mtl_optax._src import native
+from test_native_gramian import fresh_gramian
 
 NUM_TASKS = 4
 # 56 full blocks of 16400 float32 columns plus a tail of 1234: both code
@@ -25,19 +25,13 @@ NUM_TASKS = 4
 WIDTH = 56 * 16400 + 1234
 
 
-
 @pytest.fixture(autouse=True, params=['native kernel on', 'native kernel off'])
 def _native_switch(request, monkeypatch):
   monkeypatch.setenv(native.SWITCH, '1' if request.param.endswith('on') else '0')
 
 
-def _jitted():
-  # A fresh function: no trace made under the other switch is reused.
-  return jax.jit(lambda task_grads: mtl.gramian(task_grads))
-
-
 def gramian(task_grads):
-  return _jitted()(task_grads)
+  return fresh_gramian()(task_grads)
 
 
 def _task_grads(dtype=jnp.float32):
@@ -94,7 +88,7 @@ def test_blocked_gramian_rescues_over_and_underflow(magnitude):
 def test_blocked_gramian_allocates_no_copy_of_the_gradients():
   grads = _task_grads()
   stacked_bytes = sum(leaf.nbytes for leaf in jax.tree.leaves(grads))
-  analysis = _jitted().lower(grads).compile().memory_analysis()
+  analysis = fresh_gramian().lower(grads).compile().memory_analysis()
   # One block ([T, 16400] float32 = 256 KiB) and the tail, not T x P (14 MiB).
   assert analysis.temp_size_in_bytes < stacked_bytes / 2, (
       analysis.temp_size_in_bytes, stacked_bytes)

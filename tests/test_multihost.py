@@ -7,8 +7,9 @@ global batch (``jax.make_array_from_process_local_data``), and the Gramian's
 all-reduce and the gradient all-reduces cross the process boundary through
 the CPU collectives (gloo). A third process runs the same script with 8
 devices of its own. Data-parallel and FSDP, with MGDA (a Gramian weighting)
-and DB-MTL (a T x P state), must end at the same parameters (rtol 1e-5 of each parameter's largest
-entry): only the order of the floating-point sums may differ.
+and DB-MTL (a T x P state), must end at the same parameters (rtol 1e-5 of
+each parameter's largest entry): only the order of the floating-point sums
+may differ.
 
 The three processes run at once, a few steps each, and are killed if they
 have not ended within ``TIMEOUT_S``.

@@ -37,10 +37,14 @@ def _leaves(num_tasks, widths, seed=0, dtype=np.float32):
           for width in widths]
 
 
+def fresh_gramian():
+  """``jax.jit(mtl.gramian)`` as a new function: jit never reuses a trace
+  made under another switch or thread count (test_gramian_blocked.py too)."""
+  return jax.jit(lambda grads: mtl.gramian(grads))
+
+
 def _gramian(task_grads):
-  # A fresh function per call: jit never reuses a trace made under another
-  # switch or thread count.
-  return jax.jit(lambda grads: mtl.gramian(grads))(task_grads)
+  return fresh_gramian()(task_grads)
 
 
 def _uses_kernel(task_grads):
