@@ -134,7 +134,7 @@ def value_and_gramian(
     has_aux: whether ``fn`` returns an auxiliary value.
     chunk_size: tasks per chunk (vectorised within a chunk, a ``lax.map``
       across chunks); memory grows with it. ``None`` unrolls one column per
-      task. On CPU, XLA runs convolution gradients 20-50x slower inside the
+      task. On CPU, XLA runs convolution gradients 15-23x slower inside the
       ``lax.map``: keep ``None`` for convolutional models there.
     task_specific: parameter leaves that belong to one task (as for the
       balancers); they stay out of the Gramian.

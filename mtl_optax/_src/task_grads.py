@@ -51,7 +51,7 @@ def value_and_task_grads(
       a ``lax.map`` (vectorised within a chunk), which bounds the memory of the
       backward passes at the price of less parallelism. ``None`` unrolls one
       backward pass per task, which measured fastest on CPU. On CPU, XLA
-      runs convolution gradients 20-50x slower inside the ``lax.map``: keep
+      runs convolution gradients 15-23x slower inside the ``lax.map``: keep
       ``None`` for convolutional models there (docs/guides/many_tasks.md).
 
   Returns:

@@ -244,9 +244,9 @@ def project(matrix: jax.Array, lower: jax.Array, max_iters: int) -> Solution:
 # Lower bounds solved side by side hold one [T, T] inverse each; beyond this
 # many floats in flight (8 MiB) they go through lax.map in chunks. Each step
 # reads every inverse of a chunk several times, so a chunk that stays in the
-# cache is faster: UPGrad on a [512, 8] Jacobian (rank 8, 180-290 steps
-# per row) took 20-22 s with 2^21 floats against 28-36 s with 2^22 and 25-33 s
-# with 2^20; at T = 256, 1.9-2.2 s against 2.9 s with 2^22 (2-core AMD EPYC).
+# cache is faster: UPGrad on a [T, 8] Jacobian took 0.73x (T = 256) and
+# 0.75x (T = 512) the time of 2^22-float chunks
+# (benchmarks/results/cpu_limits.md).
 _MAX_BATCH_FLOATS = 2 ** 21
 
 
